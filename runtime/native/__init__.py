@@ -1,0 +1,1 @@
+"""Native parts: the per-container shim (C) and the cffi extension."""
