@@ -272,9 +272,11 @@ class Runtime:
                                        "destination": m.destination, "readonly": m.readonly})
                         continue
                     try:
-                        vol = self._volumes.get(m.source)
+                        vol = self._volumes.get(m.source) if m.source else None
                     except NotFound:
-                        vol = self._volumes.create(m.source)
+                        vol = None
+                    if vol is None:
+                        vol = self._volumes.create(m.source, anonymous=not m.source)
                         made.append(vol.name)
                     mounts.append({"type": "volume", "name": vol.name, "source": vol.mountpoint,
                                    "destination": m.destination, "readonly": m.readonly})
