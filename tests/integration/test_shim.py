@@ -455,3 +455,29 @@ def test_client_disconnect_does_not_stop_the_container(bundle):
     sock.close()
     assert (out, code) == (b"again\n", 0)
     proc.wait(timeout=30)
+
+
+def test_large_output_reaches_log_and_client_intact(bundle):
+    proc = bundle.start(["sh", "-c", "seq 1 60000; seq 1 3000 >&2"], attach=True, wait_attach=True)
+    out, err, code = shim.collect(proc.attach)
+    proc.attach.close()
+    assert code == 0
+    expected = "".join(f"{i}\n" for i in range(1, 60001))
+    assert out.decode() == expected
+    assert err.decode() == "".join(f"{i}\n" for i in range(1, 3001))
+    proc.wait(timeout=30)
+    entries = bundle.log_entries()
+    assert [e["log"] for e in entries if e["stream"] == "stdout"] == [f"{i}\n" for i in range(1, 60001)]
+
+
+def test_exec_with_tty_and_oom_score_adj(bundle):
+    ctr = bundle.start(["sleep", "1000"], oom_score_adj=300)
+    ex = bundle.exec("t1", ["sh", "-c", "test -t 1 && echo TTY; cat /proc/1/oom_score_adj"], pid=ctr.pid, tty=True,
+                     attach=True, wait_attach=True)
+    out, _, code = shim.collect(ex.attach)
+    ex.attach.close()
+    assert code == 0
+    assert out.decode().split() == ["TTY", "300"]
+    ex.wait(timeout=30)
+    os.kill(ctr.pid, signal.SIGKILL)
+    ctr.wait(timeout=30)
