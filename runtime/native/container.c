@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -623,12 +624,20 @@ static void join_namespaces(const struct child_io *io) {
 
 void container_main(const struct conf *c, const struct child_io *io) {
     g_errpipe = io->errpipe;
-    /* The shim blocks signals and ignores SIGPIPE; the container starts with defaults. */
-    sigset_t none;
-    sigemptyset(&none);
-    for (int s = 1; s < NSIG; s++)
-        signal(s, SIG_DFL);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* The shim blocks signals and ignores SIGPIPE, and whoever started it may have ignored others
+     * (even glibc's reserved real-time ones, which signal() refuses): the container starts with
+     * every disposition at its default and nothing blocked. */
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        uint64_t mask;
+    } dfl = {SIG_DFL, 0, NULL, 0};
+    for (int s = 1; s <= 64; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            syscall(SYS_rt_sigaction, s, &dfl, NULL, sizeof dfl.mask);
+    uint64_t none = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
     if (setsid() < 0)
         DIE_ERRNO("setsid%s", "");
     umask(022);
@@ -675,6 +684,11 @@ void container_main(const struct conf *c, const struct child_io *io) {
     drop_bounding(c, lastcap);
     switch_user(&id);
     set_caps(c, lastcap);
+    /* The process never outlives its shim: nobody would reap it, log it or record its exit. Set
+     * after the credential change (which clears it); the pidfd closes the race with an early death. */
+    struct pollfd shim_gone = {.fd = io->shim_pidfd, .events = POLLIN};
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || poll(&shim_gone, 1, 0) != 0)
+        _exit(EXIT_SETUP);
     if (c->cwd && chdir(c->cwd) < 0)
         DIE_ERRNO("chdir to working directory %s", c->cwd);
     if (c->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)

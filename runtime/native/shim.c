@@ -541,6 +541,9 @@ int main(int argc, char **argv) {
         io.stdout_fd = out[1];
         io.stderr_fd = errp[1];
     }
+    io.shim_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (io.shim_pidfd < 0)
+        failf(EXIT_SETUP, "pidfd_open: %s", strerror(errno));
     if (pipe2(ep, O_CLOEXEC) < 0)
         failf(EXIT_SETUP, "pipe: %s", strerror(errno));
     io.errpipe = ep[1];
@@ -556,6 +559,7 @@ int main(int argc, char **argv) {
     pid_t init = (pid_t)child;
 
     close(ep[1]);
+    close(io.shim_pidfd);
     for (int i = 0; i < 6; i++)
         if (io.ns_fds[i] >= 0)
             close(io.ns_fds[i]);

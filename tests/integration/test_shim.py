@@ -481,3 +481,24 @@ def test_exec_with_tty_and_oom_score_adj(bundle):
     ex.wait(timeout=30)
     os.kill(ctr.pid, signal.SIGKILL)
     ctr.wait(timeout=30)
+
+
+def test_killing_the_shim_kills_the_container(bundle):
+    proc = bundle.start(["sleep", "1000"])
+    os.kill(proc.shim_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(proc.pid)  # no orphan that nobody would reap or log
+
+
+def test_process_starts_clean(bundle):
+    """Only fds 0-2, default signal dispositions, nothing blocked, umask 022, only the given env."""
+    status, out, _ = bundle.run(["sh", "-c", "ls /proc/$$/fd; grep -E '^Sig(Blk|Ign)' /proc/self/status; umask; env | sort"],
+                                env=["PATH=/bin", "A=1"])
+    assert status.code == 0
+    lines = out.split()
+    assert lines[:3] == ["0", "1", "2"]
+    assert "SigBlk:\t0000000000000000" in out and "SigIgn:\t0000000000000000" in out
+    assert "0022" in lines
+    assert [line for line in out.splitlines() if "=" in line] == ["A=1", "HOME=/root", "PATH=/bin", "PWD=/", "SHLVL=1"]
