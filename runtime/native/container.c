@@ -233,8 +233,6 @@ static void readonly_path(const char *path) {
 }
 
 static void setup_rootfs(const struct conf *c) {
-    if (!c->rootfs)
-        die(EXIT_SETUP, "shim.conf: rootfs is required with a new mount namespace");
     /* Nothing we mount may propagate back to the host. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         DIE_ERRNO("make / rprivate%s", "");
@@ -659,8 +657,7 @@ void container_main(const struct conf *c, const struct child_io *io) {
     } else {
         if (c->ns_cgroup && unshare(CLONE_NEWCGROUP) < 0)
             DIE_ERRNO("new cgroup namespace%s", "");
-        if (c->ns_flags & CLONE_NEWNS)
-            setup_rootfs(c);
+        setup_rootfs(c); /* main() made sure there is a mount namespace and a rootfs */
         if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0)
             DIE_ERRNO("sethostname %s", c->hostname);
     }

@@ -486,6 +486,14 @@ int main(int argc, char **argv) {
         fail(EXIT_SETUP, err);
     if (exec_mode && !c.pid)
         failf(EXIT_SETUP, "%s: pid is required in exec mode", conf_path);
+    if (!exec_mode && c.pid)
+        failf(EXIT_SETUP, "%s: pid is only for exec mode", conf_path);
+    if (!exec_mode && (!(c.ns_flags & CLONE_NEWNS) || !c.rootfs))
+        failf(EXIT_SETUP, "%s: a container needs the mnt namespace and a rootfs (it is mounted inside)", conf_path);
+    if (!exec_mode && c.hostname && !(c.ns_flags & CLONE_NEWUTS))
+        failf(EXIT_SETUP, "%s: hostname needs the uts namespace (it would rename the host)", conf_path);
+    if (!exec_mode && c.netns && (c.ns_flags & CLONE_NEWNET))
+        failf(EXIT_SETUP, "%s: netns joins a network namespace: leave net out of namespaces", conf_path);
 
     /* Detach: the runtime reaps this intermediate at once; the shim is re-parented to init. */
     pid_t p = fork();

@@ -64,8 +64,7 @@ class Bundle:
         return status, self.log("stdout"), self.log("stderr")
 
     def exec(self, exec_id: str, args: list[str], attach: bool = False, **kw) -> shim.ShimProcess:
-        cfg = ShimConfig(args=args, env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], namespaces=[], masked=[],
-                         readonly_paths=[], **kw)
+        cfg = ShimConfig.for_exec(kw.pop("pid"), args, env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], **kw)
         cfg.write(self.dir / "exec" / f"{exec_id}.conf")
         proc = shim.exec(self.dir, exec_id, wait_attach=attach)
         self.pids += [proc.shim_pid, proc.pid]
