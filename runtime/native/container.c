@@ -512,7 +512,22 @@ static void send_fd(int sock, int fd) {
 }
 
 /* A pty from the container's own devpts, so the slave's name exists inside; the master goes to the shim. */
-static void setup_tty(int sock, uid_t uid) {
+/* /dev/console is the container's terminal, as with runc: the pty slave bound over an empty file. */
+static void bind_console(int master) {
+    int n;
+    if (ioctl(master, TIOCGPTN, &n) < 0)
+        DIE_ERRNO("pty number%s", "");
+    char slave[64];
+    snprintf(slave, sizeof slave, "/dev/pts/%d", n);
+    int target = open_in_container("/dev/console", 1, 1);
+    int tree = target < 0 ? -1 : open_tree(AT_FDCWD, slave, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0 || move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        DIE_ERRNO("bind %s on /dev/console", slave);
+    close(tree);
+    close(target);
+}
+
+static void setup_tty(int sock, uid_t uid, int console) {
     int master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (master < 0)
         DIE_ERRNO("open /dev/pts/ptmx%s", "");
@@ -524,6 +539,8 @@ static void setup_tty(int sock, uid_t uid) {
         DIE_ERRNO("open pty slave%s", "");
     if (fchown(slave, uid, (gid_t)-1) < 0)
         DIE_ERRNO("chown pty slave%s", "");
+    if (console)
+        bind_console(master);
     send_fd(sock, master);
     close(master);
     close(sock);
@@ -673,7 +690,7 @@ void container_main(const struct conf *c, const struct child_io *io) {
             close(fd);
     }
     if (c->tty)
-        setup_tty(io->ptysock, id.uid);
+        setup_tty(io->ptysock, id.uid, !io->exec_mode);
     else
         setup_pipes(io);
 
