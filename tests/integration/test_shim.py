@@ -117,9 +117,16 @@ def test_kill_gives_137(bundle):
     assert (status.code, status.signal) == (137, 9)
 
 
+def wait_for_log(bundle: Bundle, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in bundle.log("stdout"):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in the log"
+        time.sleep(0.01)
+
+
 def test_sigterm_to_shim_is_forwarded(bundle):
-    proc = bundle.start(["sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.05; done"])
-    time.sleep(0.3)  # let the shell install its trap
+    proc = bundle.start(["sh", "-c", "trap 'exit 9' TERM; echo trapped; while :; do sleep 0.05; done"])
+    wait_for_log(bundle, "trapped")
     os.kill(proc.shim_pid, signal.SIGTERM)
     assert proc.wait(timeout=30).code == 9
 
@@ -283,8 +290,8 @@ def test_attach_stdin_cat(bundle):
 def test_several_clients_get_output(bundle):
     proc = bundle.start(["sh", "-c", "read x; echo got $x; exit 3"], attach=True, wait_attach=True, stdin=True)
     second = shim.connect_attach(bundle.dir / "attach.sock")
-    time.sleep(0.1)  # the shim accepts the second client before output starts
-    proc.attach.sendall(shim.encode_frame(shim.STDIN, b"it\n"))
+    # Input from the second client is read only once the shim accepted it, so both see the output.
+    second.sendall(shim.encode_frame(shim.STDIN, b"it\n"))
     results = [shim.collect(s) for s in (proc.attach, second)]
     for s in (proc.attach, second):
         s.close()
@@ -364,9 +371,12 @@ def test_cgroup_limits_apply(bundle, unique):
     cg.mkdir()
     try:
         (cg / "pids.max").write_text("3")
-        proc = bundle.start(["sh", "-c", "sleep 0.3; for i in 1 2 3 4 5; do sleep 5 & done; wait"], cgroups=[str(cg)])
-        time.sleep(0.1)
+        proc = bundle.start(["sh", "-c", "read x; for i in 1 2 3 4 5; do sleep 5 & done; wait"], cgroups=[str(cg)],
+                            stdin=True)
         assert str(proc.pid) in (cg / "cgroup.procs").read_text().split()
+        with shim.connect_attach(bundle.dir / "attach.sock") as sock:
+            sock.sendall(shim.encode_frame(shim.STDIN, b"go\n"))
+            shim.collect(sock)
         proc.wait(timeout=30)
         assert "fork" in bundle.log("stderr").lower() or "resource" in bundle.log("stderr").lower()
     finally:
