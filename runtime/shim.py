@@ -365,7 +365,10 @@ def _spawn(argv: list[str]) -> int:
         raise
     finally:
         os.close(w)
-    os.waitpid(pid, 0)  # the intermediate exits right after forking the real shim
+    try:
+        os.waitpid(pid, 0)  # the intermediate exits right after forking the real shim
+    except ChildProcessError:
+        pass  # a process-wide SIGCHLD reaper got it first: nothing is left to reap
     return r
 
 
