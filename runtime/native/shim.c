@@ -347,6 +347,10 @@ static void open_exec_namespaces(pid_t pid, struct child_io *io) {
             io->ns_fds[i] = -1;
         }
     }
+    /* A container always has its own mount namespace; sharing ours means the pid is no container
+     * (e.g. it died and the pid was reused by a host process): never exec into the host. */
+    if (io->ns_fds[5] < 0)
+        failf(EXIT_SETUP, "process %d is not a container (it shares the host's mount namespace)", (int)pid);
     if (io->ns_fds[4] >= 0 && setns(io->ns_fds[4], CLONE_NEWPID) < 0)
         failf(EXIT_SETUP, "join the pid namespace of %d: %s", (int)pid, strerror(errno));
 }

@@ -342,6 +342,8 @@ def test_exec_user_and_missing_command(bundle):
     with pytest.raises(ShimError) as e:
         bundle.exec("e3", ["nosuch"], pid=ctr.pid)
     assert e.value.exit_code == 127
+    with pytest.raises(ShimError, match="is not a container"):
+        bundle.exec("e4", ["true"], pid=os.getpid())  # a host process: never exec into the host
     os.kill(ctr.pid, signal.SIGKILL)
     ctr.wait(timeout=30)
 
