@@ -513,3 +513,18 @@ def test_process_starts_clean(bundle):
     assert "SigBlk:\t0000000000000000" in out and "SigIgn:\t0000000000000000" in out
     assert "0022" in lines
     assert [line for line in out.splitlines() if "=" in line] == ["A=1", "HOME=/root", "PATH=/bin", "PWD=/", "SHLVL=1"]
+
+
+def test_wait_attach_gives_up_when_the_runtime_goes_away(bundle):
+    bundle.config(["true"], wait_attach=True).write(bundle.dir / "shim.conf")
+    report = shim._spawn([str(shim.SHIM_PATH), "run", str(bundle.dir)])
+    assert os.read(report, 100) == b"ready\n"
+    shim_pid = int((bundle.dir / "shim.pid").read_text())
+    bundle.pids.append(shim_pid)
+    os.close(report)  # the runtime died before connecting
+    deadline = time.monotonic() + 30
+    while _alive(shim_pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert shim.read_exit(bundle.dir / "exit").code == 125
+    assert not (bundle.dir / "attach.sock").exists()
