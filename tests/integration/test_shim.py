@@ -528,3 +528,12 @@ def test_wait_attach_gives_up_when_the_runtime_goes_away(bundle):
         time.sleep(0.01)
     assert shim.read_exit(bundle.dir / "exit").code == 125
     assert not (bundle.dir / "attach.sock").exists()
+
+
+def test_restart_keeps_the_upper_layer(bundle):
+    """A restart mounts the same upper dir again at once: the previous overlay is gone with its namespace."""
+    first, _, _ = bundle.run(["sh", "-c", "echo kept > /state"])
+    second, out, _ = bundle.run(["cat", "/state"])
+    assert (first.code, second.code) == (0, 0)
+    assert out == "kept\n"
+    assert (bundle.dir / "upper" / "state").read_text() == "kept\n"
