@@ -251,8 +251,9 @@ class ShimProcess:
             pidfd = None
         if pidfd is not None:
             try:
-                ready, _, _ = select.select([pidfd], [], [], timeout)
-                if not ready:
+                poller = select.poll()  # not select(): an agent with many containers has fds above 1024
+                poller.register(pidfd, select.POLLIN)
+                if not poller.poll(None if timeout is None else timeout * 1000):
                     raise TimeoutError(f"shim {self.shim_pid} still running after {timeout}s")
             finally:
                 os.close(pidfd)
