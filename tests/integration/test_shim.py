@@ -112,6 +112,8 @@ def test_exit_code(bundle):
 
 def test_kill_gives_137(bundle):
     proc = bundle.start(["sleep", "1000"])
+    with pytest.raises(TimeoutError):
+        proc.wait(timeout=0.05)
     os.kill(proc.pid, signal.SIGKILL)
     status = proc.wait(timeout=30)
     assert (status.code, status.signal) == (137, 9)
