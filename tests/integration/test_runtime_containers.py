@@ -6,6 +6,7 @@ removes everything and then checks that no cgroup, mount or process of the test 
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import tarfile
@@ -363,3 +364,16 @@ def test_recover_adopts_running_containers_and_cleans_temp_mounts(rt, unique):
         assert select.select([fd], [], [], 5)[0] == [fd]  # the pidfd reported the exit
     finally:
         os.close(fd)
+
+
+def test_a_start_the_record_missed_is_adopted(rt, unique):
+    """Crash between the shim's start and saving its pids: the shim's pid files are enough."""
+    c = rt.create(ContainerSpec(image="busybox", cmd=["sleep", "1000"]))
+    before = json.loads((rt.root / "containers" / c.id / "config.json").read_text())
+    rt.start(c.id)
+    (rt.root / "containers" / c.id / "config.json").write_text(json.dumps(before))  # as if never saved
+    again = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}")
+    assert again.recover() == [c.id] and again.get(c.id).status == "running"
+    assert again.get(c.id).pid == int((rt.root / "containers" / c.id / "init.pid").read_text())
+    again.stop(c.id, timeout=0)
+    assert again.get(c.id).exit_code == 137
