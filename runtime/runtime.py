@@ -107,6 +107,8 @@ class Runtime:
             for cid in list(self._store.records):
                 if self._status(cid) in ("running", "paused"):
                     running.append(cid)
+                elif self._cgroup(cid).exists():
+                    self._cgroup(cid).destroy()  # finalized just before a crash
             return running
 
     def close_cgroup_parent(self) -> None:
@@ -242,10 +244,10 @@ class Runtime:
         cg = self._cgroup(record["id"])
         if cg.exists():
             st["oom_killed"] = cg.oom_kills() > 0
-            self._store.save(record)  # before the cgroup (and its OOM counter) is gone
-            cg.destroy()
         st["finalized"] = True
-        self._store.save(record)
+        self._store.save(record)  # before the cgroup (and its OOM counter) is gone; recover() removes it after a crash
+        if cg.exists():
+            cg.destroy()
 
     def _info(self, cid: str) -> ContainerInfo:
         status = self._status(cid)
