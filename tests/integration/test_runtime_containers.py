@@ -230,6 +230,10 @@ def test_exec(rt):
         rt.exec(c.id, ExecSpec(cmd=["nosuch"]))
     assert e.value.exit_code == 127
     assert [r["CMD"] for r in rt.top(c.id)] == ["sleep 1000"]
+    _, sock = rt.exec(c.id, ExecSpec(cmd=["true"]))
+    sock.close()
+    exec_files = os.listdir(rt.root / "containers" / c.id / "exec")
+    assert len([f for f in exec_files if f.endswith(".conf")]) <= 2  # finished execs are pruned
     rt.stop(c.id, timeout=0)
     with pytest.raises(Conflict, match="not running"):
         rt.exec(c.id, ExecSpec(cmd=["true"]))
