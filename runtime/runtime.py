@@ -191,27 +191,32 @@ class Runtime:
         with self._lock:
             record = self._store.records[cid]
             st = record["state"]
-            if not st["shim_pid"] and not self._adopt_unrecorded_start(record):
-                return "created"
             if self._shim_alive(cid):
                 return "paused" if self._cgroup(cid).frozen() else "running"
+            if self._adopt_unrecorded_start(record) and self._shim_alive(cid):
+                return "paused" if self._cgroup(cid).frozen() else "running"
+            if not st["shim_pid"]:
+                return "created"
             exit_path = self._store.bundle(cid) / "exit"
             if not st["finalized"]:
                 self._finalize(record, exit_path)
             return "exited" if exit_path.exists() else "dead"
 
     def _adopt_unrecorded_start(self, record: dict[str, Any]) -> bool:
-        """A crash between the shim's start and saving its pids leaves only the shim's pid files.
+        """Pick up a start whose pids were never saved (a crash right after the shim started).
 
-        The shim is recognised by its command line (the shim binary and this bundle), so a
-        recycled pid is never adopted. Returns whether the container had been started.
+        The shim writes `shim.pid` and `init.pid` into the bundle; if they name another shim than
+        the record does, that start happened. The shim is recognised by its command line (the
+        `run` of this bundle), so a recycled pid is never adopted. Returns whether it adopted.
         """
         bundle = self._store.bundle(record["id"])
+        st = record["state"]
         try:
             shim_pid = int((bundle / "shim.pid").read_text())
         except (FileNotFoundError, ValueError):
             return False
-        st = record["state"]
+        if shim_pid == st["shim_pid"]:
+            return False
         try:
             with open(f"/proc/{shim_pid}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
@@ -224,9 +229,10 @@ class Runtime:
             pid = int((bundle / "init.pid").read_text())
         except (FileNotFoundError, ValueError):
             pid = 0
-        st.update({"shim_pid": shim_pid if alive else -1, "shim_start": (kernel.start_time(shim_pid) or -1) if alive else -1,
+        st.update({"shim_pid": shim_pid, "shim_start": (kernel.start_time(shim_pid) or -1) if alive else -1,
                    "pid": pid, "pid_start": (kernel.start_time(pid) or -1) if alive and pid else -1,
-                   "started_at": os.stat(bundle / "shim.pid").st_mtime, "finalized": False})
+                   "started_at": os.stat(bundle / "shim.pid").st_mtime, "finished_at": 0.0, "exit_code": 0,
+                   "oom_killed": False, "error": "", "finalized": False})
         self._store.save(record)
         return True
 

@@ -381,6 +381,16 @@ def test_a_start_the_record_missed_is_adopted(rt, unique):
     assert again.get(c.id).pid == int((rt.root / "containers" / c.id / "init.pid").read_text())
     again.stop(c.id, timeout=0)
     assert again.get(c.id).exit_code == 137
+    # the same on a second start: the record still names the first (dead) shim
+    again.start(c.id)
+    config = again.root / "containers" / c.id / "config.json"
+    stale = json.loads(config.read_text())
+    stale["state"]["shim_pid"], stale["state"]["finalized"] = stale["state"]["shim_pid"] + 1, True
+    config.write_text(json.dumps(stale))
+    third = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}")
+    assert third.recover() == [c.id]
+    third.stop(c.id, timeout=0)
+    assert third.get(c.id).status == "exited"
 
 
 def test_cpu_limits_readonly_rootfs_and_tty(rt, unique):
