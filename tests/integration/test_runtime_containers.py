@@ -263,18 +263,21 @@ def test_copy_to_and_from_running_and_stopped(rt):
 
 
 def test_export_commit_and_run_the_new_image(rt, unique):
-    c = rt.create(ContainerSpec(image="busybox", cmd=["sh", "-c", "echo made > /newfile; rm /etc/group; mkdir -p /opt/x"]))
+    c = rt.create(ContainerSpec(image="busybox", cmd=[
+        "sh", "-c", "echo made > /newfile; rm /etc/group; mkdir -p /opt/x; rm -rf /home; mkdir /home; touch /home/only"]))
     rt.start(c.id)
     assert rt.wait(c.id, timeout=30) == 0
     exported = untar(rt.export(c.id))
     assert exported["newfile"] == b"made\n" and "etc/group" not in exported and "bin/busybox" in exported
+    assert "home/only" in exported and "home/app" not in exported
     image = rt.commit(c.id, f"snap-{unique}:v1", {"Cmd": ["cat", "/newfile"], "Env": ["ADDED=1"]})
     assert image.repo_tags == [f"snap-{unique}:v1"] and len(image.layers) == 2
     assert image.config["Cmd"] == ["cat", "/newfile"] and "ADDED=1" in image.config["Env"]
     out, code = run(rt, image=f"snap-{unique}:v1")
     assert (out, code) == ("made\n", 0)
-    out, code = run(rt, "sh", "-c", "test -e /etc/group || echo deleted; test -d /opt/x && echo dir", image=image.id)
-    assert out == "deleted\ndir\n"
+    out, code = run(rt, "sh", "-c", "test -e /etc/group || echo deleted; test -d /opt/x && echo dir; ls /home",
+                    image=image.id)
+    assert out == "deleted\ndir\nonly\n"  # whiteout and opaque directory survived the round trip
     with pytest.raises(Conflict, match="is using its referenced image"):
         rt.remove_image(f"snap-{unique}:v1")
     for ctr in rt.list(all=True):
