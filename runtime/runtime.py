@@ -373,7 +373,7 @@ class Runtime:
             try:
                 self._shim_config(record, attach).write(bundle / "shim.conf")
                 proc = shim.run(bundle, wait_attach=attach)
-            except (shim.ShimError, ValueError) as e:
+            except (shim.ShimError, ValueError, OSError) as e:
                 cg.destroy()
                 for leftover in ("exit", "init.pid", "shim.pid"):
                     (bundle / leftover).unlink(missing_ok=True)
@@ -671,7 +671,7 @@ class Runtime:
             try:
                 cfg.write(bundle / "exec" / f"{exec_id}.conf")
                 started = shim.exec(bundle, exec_id, wait_attach=True)
-            except (shim.ShimError, ValueError) as e:
+            except (shim.ShimError, ValueError, OSError) as e:
                 raise StartFailed(str(e), getattr(e, "exit_code", 125)) from None
             assert started.attach is not None
             return exec_id, started.attach

@@ -239,7 +239,7 @@ def test_exec(rt):
         rt.exec(c.id, ExecSpec(cmd=["true"]))
 
 
-def test_copy_to_and_from_running_and_stopped(rt):
+def test_copy_to_and_from_running_and_stopped(rt, unique):
     c = rt.create(ContainerSpec(image="busybox", cmd=["sleep", "1000"]))
     rt.start(c.id)
     rt.copy_to(c.id, "/tmp", tar_of({"in.txt": b"from the host"}))
@@ -253,6 +253,13 @@ def test_copy_to_and_from_running_and_stopped(rt):
         list(rt.copy_from(c.id, "/nope"))
     with pytest.raises(InvalidArgument):
         list(rt.copy_from(c.id, "/../../etc/passwd"))
+    # writing through the container's symlink lands in the container, never on the host
+    rt.copy_to(c.id, "/tmp/esc/root", tar_of({f"pwned-{unique}": b"inside"}))
+    assert not Path(f"/root/pwned-{unique}").exists()
+    assert untar(rt.copy_from(c.id, f"/root/pwned-{unique}")) == {f"pwned-{unique}": b"inside"}
+    with pytest.raises(InvalidArgument, match="would leave"):
+        rt.copy_to(c.id, "/tmp", tar_of({f"../../../../tmp/escape-{unique}": b"x"}))
+    assert not Path(f"/tmp/escape-{unique}").exists()
     rt.stop(c.id, timeout=0)
     # stopped: through a temporary overlay mount, unmounted afterwards (the fixture checks)
     rt.copy_to(c.id, "/root", tar_of({"later.txt": b"while stopped"}))
