@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import archive, kernel, shim
+from . import archive, kernel, rootfs, shim
 from .cgroups import DEFAULT_ROOT, Cgroup, CgroupDriver, Resources
 from .clock import ZERO_TIME, now, parse_rfc3339, rfc3339
 from .containers import ContainerInfo, ContainerStore, command_string, new_state, resolve_process
@@ -34,6 +34,7 @@ from .images import ImageInfo, ImageStore, apply_changes, chain_ids
 from .reference import parse_reference
 from .logs import LogEntry, read_log
 from .names import random_name
+from .procs import process_rows
 from .spec import ContainerSpec, ExecSpec, check_env, merge_env, parse_signal, validate_spec
 from .volumes import VolumeInfo, VolumeStore
 
@@ -60,20 +61,6 @@ class _IterStream(io.RawIOBase):
         return n
 
 
-def _user_name(uid: int) -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-def _cpu_time(ticks: int) -> str:
-    secs = ticks // os.sysconf("SC_CLK_TCK")
-    return f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
-
-
 class Runtime:
     """A local container runtime rooted at `root` with its own cgroup parent."""
 
@@ -96,10 +83,7 @@ class Runtime:
     def recover(self) -> list[str]:
         """After a (crash-)restart: clean temp state, finalize exited containers, return running ids."""
         with self._lock:
-            for point in kernel.mounts_under(self.tmpmounts):
-                kernel.unmount(Path(point))
-            for entry in self.tmpmounts.iterdir():
-                os.rmdir(entry)
+            rootfs.clean_temporary_mounts(self.tmpmounts)
             self._images.sweep()
             self._volumes.sweep()
             self._store.sweep()
@@ -605,23 +589,7 @@ class Runtime:
             if self._status(cid) not in ("running", "paused"):
                 raise Conflict(f"container {ref} is not running")
             pids = self._cgroup(cid).pids()
-        rows = []
-        for pid in pids:
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as f:
-                    stat_line = f.read()
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmdline = f.read()
-                uid = os.stat(f"/proc/{pid}").st_uid
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # exited meanwhile
-            fields = stat_line[stat_line.rindex(b")") + 2:].split()
-            comm = stat_line[stat_line.index(b"(") + 1:stat_line.rindex(b")")].decode(errors="replace")
-            args = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
-            rows.append({"PID": pid, "PPID": int(fields[1]), "USER": _user_name(uid),
-                         "TIME": _cpu_time(int(fields[11]) + int(fields[12])),
-                         "CMD": " ".join(args) if args else f"[{comm}]"})
-        return rows
+        return process_rows(pids)
 
     def stats(self, ref: str) -> dict:
         """CPU, memory and pids counters of the container's cgroup (zeros once it stopped)."""
@@ -691,68 +659,30 @@ class Runtime:
 
         Running: /proc/<pid>/root, the container's own view (with `live_ok`, volumes and all;
         otherwise every mount but the root is skipped). Stopped: the overlay mounted for the
-        duration under `<root>/tmpmounts/` and always unmounted (recover() does it after a crash).
-        The runtime lock is not held while the caller works with the fd.
+        duration under `<root>/tmpmounts/`. The runtime lock is not held while the caller works.
         """
         with self._lock:
             record = self._store.records[cid]
             st = record["state"]
-            if self._status(cid) in ("running", "paused"):
-                root_fd = self._open_live_root(cid, st)
-            else:
-                root_fd = None
+            live = self._status(cid) in ("running", "paused")
+            root_fd = rootfs.open_live_root(cid, st["pid"], st["pid_start"]) if live else None
+            if not live:
                 self._busy[cid] = self._busy.get(cid, 0) + 1
-                target = self.tmpmounts / f"{cid[:12]}-{secrets.token_hex(4)}"
-                target.mkdir()
         if root_fd is not None:
             try:
-                yield root_fd, (set() if live_ok else self._container_mountpoints(st["pid"]))
+                yield root_fd, (set() if live_ok else rootfs.container_mountpoints(st["pid"]))
             finally:
                 os.close(root_fd)
             return
         bundle = self._store.bundle(cid)
         try:
-            kernel.mount_overlay(target, record["lowerdirs"], bundle / "upper", bundle / "work")
-            try:
-                fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                try:
-                    yield fd, set()
-                finally:
-                    os.close(fd)
-            finally:
-                kernel.unmount(target)
+            with rootfs.temporary_mount(self.tmpmounts, cid, record["lowerdirs"], bundle / "upper", bundle / "work") as fd:
+                yield fd, set()
         finally:
-            os.rmdir(target)
             with self._lock:
                 self._busy[cid] -= 1
                 if not self._busy[cid]:
                     del self._busy[cid]
-
-    @staticmethod
-    def _open_live_root(cid: str, st: dict[str, Any]) -> int:
-        """Open /proc/<pid>/root, checking (via a pidfd) that the pid is still the container's init."""
-        pidfd = kernel.open_pidfd(st["pid"], st["pid_start"])
-        if pidfd is None:
-            raise Conflict(f"container {cid[:12]} stopped while opening its filesystem: try again")
-        try:
-            root_fd = os.open(f"/proc/{st['pid']}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            if kernel.exited(pidfd):
-                os.close(root_fd)
-                raise Conflict(f"container {cid[:12]} stopped while opening its filesystem: try again")
-            return root_fd
-        finally:
-            os.close(pidfd)
-
-    @staticmethod
-    def _container_mountpoints(pid: int) -> set[str]:
-        """Mount points inside the container other than its root, as archive names ("proc", "dev/pts")."""
-        points = set()
-        with open(f"/proc/{pid}/mountinfo") as f:
-            for line in f:
-                point = line.split()[4].replace("\\040", " ").strip("/")
-                if point:
-                    points.add(point)
-        return points
 
     def copy_from(self, ref: str, path: str) -> Iterator[bytes]:
         """A tar stream of `path` in the container (top entry named after its last component)."""
