@@ -225,10 +225,10 @@ class RuntimeService(pb_grpc.RuntimeServicer):
                 out.stats.append(pb.ContainerStats(
                     id=info.id, name=info.name,
                     cpu_percent=100.0 * (_cpu_ns(raw) - cpu_then) / elapsed if elapsed > 0 else 0.0,
-                    memory_usage=_stat(raw, "memory_usage", "memory_usage_bytes", "mem_usage"),
-                    memory_limit=_stat(raw, "memory_limit", "memory_limit_bytes", "mem_limit"),
-                    pids_current=_stat(raw, "pids_current", "pids"),
-                    pids_limit=_stat(raw, "pids_limit"),
+                    memory_usage=int(raw.get("memory_usage", 0)),
+                    memory_limit=int(raw.get("memory_limit", 0)),
+                    pids_current=int(raw.get("pids_current", 0)),
+                    pids_limit=int(raw.get("pids_limit", 0)),
                     cpu_usage_ns=_cpu_ns(raw)))
                 previous[info.id] = (now, _cpu_ns(raw))
             yield out
@@ -361,13 +361,6 @@ class RuntimeService(pb_grpc.RuntimeServicer):
         return pb.Empty()
 
 
-def _stat(raw: dict, *names: str) -> int:
-    """The first of `names` present in the runtime's stats dict (0 when none is)."""
-    for name in names:
-        if raw.get(name) is not None:
-            return int(raw[name])
-    return 0
-
-
 def _cpu_ns(raw: dict) -> int:
-    return _stat(raw, "cpu_usage_ns", "cpu_total_ns")
+    """Total CPU time of the container's cgroup (runtime.stats' `cpu_usage_ns`)."""
+    return int(raw.get("cpu_usage_ns", 0))

@@ -103,6 +103,8 @@ class BenchAgent:
             self.proc.wait(15)
             self.log.close()
             for parent in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}"):
+                if parent.parent.is_symlink() or not parent.exists():
+                    continue
                 for child in sorted(parent.rglob("*"), reverse=True):
                     if child.is_dir():
                         child.rmdir()

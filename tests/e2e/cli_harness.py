@@ -120,6 +120,8 @@ class Agent:
     def remove_cgroup_parents(self) -> None:
         """The parent cgroups are the agent's; remove them (empty) once it has stopped."""
         for parent in CGROUP_ROOT.glob(f"*/{self.cgroup_parent}"):
+            if parent.parent.is_symlink() or not parent.exists():  # cpu -> cpu,cpuacct: the same directory
+                continue
             for child in sorted(parent.rglob("*"), reverse=True):
                 if child.is_dir():
                     child.rmdir()
