@@ -112,7 +112,8 @@ class Monitor:
         except errors.NotFound:
             self._forget(container_id)
             return
-        if info.status in ("running", "paused", "restarting"):
+        if info.status in ("running", "paused"):
+            await asyncio.sleep(0.2)  # its shim may have just exited: let the exit file land first
             await self.watch(container_id)
             return
         if info.status not in ("exited", "dead"):
@@ -120,7 +121,7 @@ class Monitor:
         spec = info.spec
         if spec.auto_remove:
             with contextlib.suppress(errors.NotFound):
-                await asyncio.to_thread(self._rt.remove, container_id, True, False)
+                await asyncio.to_thread(self._rt.remove, container_id, True, True)  # as Docker: anonymous volumes too
             self._forget(container_id)
             return
         started, finished = to_epoch(info.started_at), to_epoch(info.finished_at)
