@@ -403,9 +403,9 @@ static void resolve_user(const char *spec, struct ident *id) {
             id->gid = (gid_t)strtoul(g, NULL, 10);
         }
     }
-    /* Supplementary groups: every group listing the user's name as a member (only with an explicit
-     * group Docker still adds them, as runc's GetExecUser does). */
-    if (group && id->name[0]) {
+    /* Supplementary groups: every group listing the user's name as a member, and only when no group
+     * was given explicitly (runc's GetExecUser, hence Docker's behaviour). */
+    if (group && id->name[0] && !(g && g[0])) {
         for (char *save = NULL, *line = strtok_r(group, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
             char *f[4];
             if (split_fields(line, f, 4) < 4)
