@@ -90,7 +90,12 @@ class Agent:
 
     # -- hygiene ---------------------------------------------------------------------
     def cleanup(self) -> None:
-        """Remove every container (with volumes) and every volume of this agent."""
+        """Remove every container (with volumes) and every volume of this agent.
+
+        A test that failed while the agent was down (kill -9 tests) gets it started again
+        first, so that its containers are still removed."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
         for cid in self.container_ids():
             self.ctl("rm", "-f", "-v", cid, check=False)
         for name in self.ctl("volume", "ls", "-q").stdout.split():
