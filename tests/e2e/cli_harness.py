@@ -39,6 +39,7 @@ class Agent:
         self.socket = root / "agent.sock"
         self.cgroup_parent = f"flotilla-test-{self.suffix}"
         self.proc: subprocess.Popen | None = None
+        self.start_args: list[str] = []
         self.env = {**os.environ, "FLOTILLA_HOST": f"unix://{self.socket}"}
 
     # -- process ---------------------------------------------------------------------
@@ -46,7 +47,7 @@ class Agent:
         log = open(self.root / "agent.log", "ab")
         self.proc = subprocess.Popen(
             [str(BIN / "swarmd"), "agent", "--root", str(self.root / "state"), "--listen-local",
-             f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent],
+             f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent, *self.start_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         wait_for(lambda: self.proc.poll() is not None or self.ctl("ps", check=False).returncode == 0,
