@@ -134,6 +134,47 @@ class Agent:
             parent.rmdir()
 
 
+def drive_pty(agent: "Agent", argv: list[str], typed: bytes, prompt: bytes = b"# ",
+              timeout: float = 30.0) -> tuple[bytes, int]:
+    """Run swarmctl on a real 24x80 pty (it sees a terminal), type `typed` at the first prompt;
+    returns everything the terminal showed and swarmctl's exit code."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        os.environ["FLOTILLA_HOST"] = f"unix://{agent.socket}"
+        os.execv(str(BIN / "swarmctl"), ["swarmctl", *argv])
+    output, sent = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if not sent and prompt in output:
+                os.write(fd, typed)
+                sent = True
+    finally:
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert sent, f"no prompt {prompt!r} in {output!r}"
+    return output, os.waitstatus_to_exitcode(status)
+
+
 def started_agent(root: Path, busybox_tar: Path) -> Agent:
     """An agent with the busybox image imported (as `busybox:latest`, CMD sh)."""
     root.mkdir(parents=True, exist_ok=True)
