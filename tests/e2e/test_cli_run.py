@@ -132,3 +132,29 @@ def test_agent_unreachable_is_one_line(tmp_path):
     res = subprocess.run([str(BIN / "swarmctl"), "-H", f"unix://{tmp_path}/none.sock", "ps"],
                          capture_output=True, text=True)
     assert res.returncode == 1 and "Is the agent running?" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_detach_keys_leave_the_container_running(ctl, agent):
+    name = f"detach-{agent.suffix}"
+    output, code = drive_pty(agent, ["run", "-it", "--name", name, IMAGE, "sh"], b"\x10\x11")
+    assert code == 0
+    assert agent.status(name) == "running"
+
+
+def test_signals_to_an_attached_run_reach_the_container(ctl, agent):
+    """Docker's --sig-proxy: SIGINT to `swarmctl run` (no tty) is delivered to the container."""
+    import signal
+
+    proc = subprocess.Popen([str(BIN / "swarmctl"), "run", "--rm", IMAGE, "sh", "-c",
+                             'trap "echo got-int; exit 9" INT; echo ready; while true; do sleep 0.1; done'],
+                            stdout=subprocess.PIPE, text=True, env=agent.env)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 9
+        assert proc.stdout.read() == "got-int\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_for(lambda: not agent.container_ids(), what="--rm to remove the container")
