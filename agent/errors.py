@@ -25,6 +25,8 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[st
         return code, message, ()
     if isinstance(exc, errors.InvalidArgument):
         return grpc.StatusCode.INVALID_ARGUMENT, message, ()
+    if isinstance(exc, errors.Timeout):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, message, ()
     if isinstance(exc, errors.StartFailed):
         return grpc.StatusCode.FAILED_PRECONDITION, message, ((EXIT_CODE_KEY, str(exc.exit_code)),)
     if isinstance(exc, errors.RuntimeFault):

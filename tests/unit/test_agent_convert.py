@@ -58,4 +58,5 @@ def test_error_mapping():
     assert status_for(errors.InvalidArgument("bad"))[0] == grpc.StatusCode.INVALID_ARGUMENT
     code, message, trailers = status_for(errors.StartFailed("exec: not found", 127))
     assert code == grpc.StatusCode.FAILED_PRECONDITION and trailers == (("exit-code", "127"),)
+    assert status_for(errors.Timeout("still running"))[0] == grpc.StatusCode.DEADLINE_EXCEEDED
     assert status_for(ValueError("boom"))[0] == grpc.StatusCode.INTERNAL
