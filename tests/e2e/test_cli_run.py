@@ -1,6 +1,7 @@
 """`swarmctl run` end to end: output and exit codes, isolation, limits, a real pty, bad input."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -158,3 +159,19 @@ def test_signals_to_an_attached_run_reach_the_container(ctl, agent):
             proc.kill()
             proc.wait()
     wait_for(lambda: not agent.container_ids(), what="--rm to remove the container")
+
+
+def test_network_modes(ctl):
+    none = ctl("run", "--rm", IMAGE, "ls", "/sys/class/net").stdout.split()
+    assert none == ["lo"]
+    host = ctl("run", "--rm", "--network", "host", IMAGE, "ls", "/sys/class/net").stdout.split()
+    # the host's own links (others' tests may add or remove some meanwhile, so no equality)
+    assert "lo" in host and set(host) & (set(os.listdir("/sys/class/net")) - {"lo"})
+
+
+def test_cpu_flags_reach_the_container_config(ctl, agent):
+    name = f"cpu-{agent.suffix}"
+    ctl("create", "--name", name, "--cpus", "0.5", "-c", "512", "--restart", "on-failure:4", IMAGE, "true")
+    host = agent.inspect(name)["HostConfig"]
+    assert (host["NanoCpus"], host["CpuShares"]) == (500_000_000, 512)
+    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 4}
