@@ -194,9 +194,11 @@ def test_stats_stream_refreshes(agent, ctl):
     proc = subprocess.Popen([str(BIN / "swarmctl"), "stats", cid], stdout=subprocess.PIPE, env=agent.env)
     try:
         frames = b""
-        while frames.count(b"\033[2J") < 2:
-            frames += proc.stdout.read1(4096)
+        while frames.count(cid[:12].encode()) < 2:  # two refreshes, each with the container's row
+            chunk = proc.stdout.read1(4096)
+            assert chunk, f"stats ended early: {frames!r}"
+            frames += chunk
     finally:
         proc.kill()
         proc.wait()
-    assert frames.count(cid[:12].encode()) >= 2
+    assert frames.count(b"\033[2J") >= 2
