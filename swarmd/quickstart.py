@@ -40,12 +40,13 @@ def agent_answers(socket: str) -> bool:
     return resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def start_agent(root: Path, socket: str, timeout: float = 30.0) -> int:
+def start_agent(root: Path, socket: str, cgroup_parent: str, timeout: float = 30.0) -> int:
     """Start `swarmd agent` detached from this terminal; returns its pid once it answers."""
     root.mkdir(parents=True, exist_ok=True)
     log = open(root / "agent.log", "ab")
     swarmd = Path(sys.executable).with_name("swarmd")
-    proc = subprocess.Popen([str(swarmd), "agent", "--root", str(root), "--listen-local", f"unix://{socket}"],
+    proc = subprocess.Popen([str(swarmd), "agent", "--root", str(root), "--listen-local", f"unix://{socket}",
+                             "--cgroup-parent", cgroup_parent],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     (root / "agent.pid").write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + timeout
@@ -78,10 +79,10 @@ def ensure_image(socket: str) -> None:
         swarmctl("image", "import", "-c", 'CMD ["sh"]', str(tar), IMAGE, socket=socket)
 
 
-def run(root: Path, socket: str) -> int:
+def run(root: Path, socket: str, cgroup_parent: str) -> int:
     pid = running_pid(root)
     if pid is None or not agent_answers(socket):
-        pid = start_agent(root, socket)
+        pid = start_agent(root, socket, cgroup_parent)
         print(f"agent started (pid {pid}), state in {root}, log {root / 'agent.log'}")
     else:
         print(f"agent already running (pid {pid})")
@@ -128,10 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="quickstart", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="/var/lib/flotilla")
     parser.add_argument("--socket", default=DEFAULT_SOCKET)
+    parser.add_argument("--cgroup-parent", default="flotilla")
     parser.add_argument("--stop", action="store_true", help="stop the agent started by `make run`")
     args = parser.parse_args(argv)
     root = Path(args.root)
-    return stop(root) if args.stop else run(root, args.socket)
+    return stop(root) if args.stop else run(root, args.socket, args.cgroup_parent)
 
 
 if __name__ == "__main__":
