@@ -110,7 +110,6 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     await health_servicer.enter_graceful_shutdown()
     await server.stop(2)
     monitor.close()
-    service.close()
     if metrics is not None:
         metrics.shutdown()
     path.unlink(missing_ok=True)
