@@ -211,10 +211,17 @@ class RuntimeService(pb_grpc.RuntimeServicer):
 
     async def ListContainers(self, request, context):
         infos = await self._call(context, self.rt.list, request.all)
-        return pb.ListContainersResponse(containers=[convert.container_to_proto(i) for i in infos])
+        out = pb.ListContainersResponse(containers=[convert.container_to_proto(i) for i in infos])
+        for c in out.containers:
+            if c.id in self.monitor.restarting and c.status == "exited":
+                c.status = "restarting"
+        return out
 
     async def InspectContainer(self, request, context):
         doc = await self._call(context, self.rt.inspect, request.ref)
+        state = doc.get("State")
+        if doc.get("Id") in self.monitor.restarting and isinstance(state, dict) and state.get("Status") == "exited":
+            state.update(Status="restarting", Restarting=True)
         return pb.JsonDocument(json=json.dumps(doc, default=str))
 
     async def WaitContainer(self, request, context):

@@ -89,3 +89,15 @@ def test_agent_stops_with_a_log_follower_and_the_next_one_adopts(ctl, agent):
             follower.wait()
     agent.start()
     assert agent.status(cid) == "running"
+
+
+def test_backoff_shows_as_restarting(ctl, agent):
+    """Back-off doubles from 100 ms: after a few quick failures the wait is long enough to see."""
+    cid = ctl("run", "-d", "--restart", "always", IMAGE, "false").stdout.strip()
+    wait_for(lambda: agent.inspect(cid)["State"].get("Restarting") is True, 20, what="a visible back-off")
+    wait_for(lambda: "Restarting (1)" in ctl("ps", "-a").stdout, 20, what="ps to show the back-off")
+    ctl("stop", "-t", "1", cid)
+    wait_for(lambda: agent.status(cid) == "exited", 10, what="stop to end the restart loop")
+    count = restart_count(agent, cid)
+    time.sleep(1.0)
+    assert restart_count(agent, cid) == count
