@@ -4,15 +4,20 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import hollow_cmd
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarmd", description="Flotilla daemon")
-    parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True)
+    hollow_cmd.add_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "func"):
+        return args.func(args)
     print(f"swarmd: {args.command} is not built yet", file=sys.stderr)
     return 2
 
