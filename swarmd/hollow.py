@@ -55,6 +55,10 @@ class _TaskSim:
     exit_code: int = 0
     reported: int = -1  # the state last sent to the manager
 
+    def __post_init__(self) -> None:
+        code = self.env("HOLLOW_EXIT")
+        self.exit_code = int(code) if code and code.lstrip("-").isdigit() else 0
+
     def env(self, name: str) -> str | None:
         for item in self.task.spec.container.env:
             key, _, value = item.partition("=")
@@ -171,9 +175,7 @@ class HollowNode:
     def _assign(self, task: pb.Task) -> None:
         sim = self.tasks.get(task.id)
         if sim is None:
-            sim = self.tasks[task.id] = _TaskSim(task, state=max(task.status.state, pb.ASSIGNED), next_at=time.monotonic())
-            code = sim.env("HOLLOW_EXIT")
-            sim.exit_code = int(code) if code and code.lstrip("-").isdigit() else 0
+            self.tasks[task.id] = _TaskSim(task, state=max(task.status.state, pb.ASSIGNED), next_at=time.monotonic())
         else:
             sim.task = task
         self._active.add(task.id)
