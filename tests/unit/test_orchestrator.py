@@ -140,13 +140,15 @@ def test_global_one_task_per_eligible_node():
         "n2": node("n2", labels={"zone": "b"}),
         "n3": node("n3", labels={"zone": "a"}, state=pb.NodeStatus.DOWN),
         "n4": node("n4", labels={"zone": "a"}, availability=pb.NodeSpec.PAUSE),
+        "n5": node("n5", labels={"zone": "a"}, state=pb.NodeStatus.DISCONNECTED),
     }
     svc = service(global_=True, constraints=["node.labels.zone==a"])
     on_n2 = task(svc, 0, node_id="n2")
     on_n3 = task(svc, 0, node_id="n3")
     on_n4 = task(svc, 0, node_id="n4")
+    on_n5 = task(svc, 0, node_id="n5")
     on_gone = task(svc, 0, node_id="n9")
-    plan = reconcile_global(svc, [on_n2, on_n3, on_n4, on_gone], nodes, NOW)
+    plan = reconcile_global(svc, [on_n2, on_n3, on_n4, on_n5, on_gone], nodes, NOW)
     assert [(t.node_id, t.slot) for t in plan.creates] == [("n1", 0)]
     assert desired(plan) == {on_n2.id: pb.SHUTDOWN, on_n3.id: pb.SHUTDOWN, on_gone.id: pb.REMOVE}
 
