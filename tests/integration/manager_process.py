@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from flotilla.proto import control_pb2_grpc as cgrpc
 from flotilla.proto import dispatcher_pb2_grpc as dgrpc
 
 from etcd_server import free_port
+
+SWARMD = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "swarmd"
 
 
 @contextlib.asynccontextmanager
@@ -54,3 +59,49 @@ async def wait_until(check, what: str, timeout: float = 15.0):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+class ManagerProc:
+    """One `swarmd manager` child process on fixed addresses (so it can be restarted on them)."""
+
+    def __init__(self, endpoint: str, tmp: Path, name: str, ttl: int = 2) -> None:
+        self.endpoint, self.name, self.ttl = endpoint, name, ttl
+        self.remote = f"127.0.0.1:{free_port()}"
+        self.socket = tmp / f"{name}.sock"
+        self.log = tmp / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(SWARMD), "manager", "--etcd-endpoints", self.endpoint, "--listen-control", f"unix://{self.socket}",
+                 "--listen-remote", self.remote, "--heartbeat-period", "200ms", "--leader-ttl", f"{self.ttl}s"],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def leaked_processes(unique: str) -> list[str]:
+    """Command lines of processes that mention this test's unique suffix (should be none)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if unique in cmd:
+                found.append(cmd)
+    return found

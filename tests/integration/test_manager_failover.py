@@ -3,11 +3,7 @@ killed and restarted in the middle of a scale-up, with hollow nodes as the agent
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -17,44 +13,10 @@ from flotilla.proto import control_pb2_grpc as cgrpc
 from flotilla.proto import objects_pb2 as pb
 from flotilla.swarmd.hollow import HollowCluster, HollowConfig
 
-from etcd_server import free_port
-from manager_process import etcd_dump, wait_until
+from manager_process import ManagerProc, etcd_dump, leaked_processes, wait_until
 
 pytestmark = [pytest.mark.etcd, pytest.mark.timeout(180)]
-SWARMD = Path(__file__).resolve().parents[2] / ".venv" / "bin" / "swarmd"
 TTL = 2
-
-
-class ManagerProc:
-    """One `swarmd manager` child process on fixed addresses (so it can be restarted on them)."""
-
-    def __init__(self, endpoint: str, tmp: Path, name: str) -> None:
-        self.endpoint, self.name = endpoint, name
-        self.remote = f"127.0.0.1:{free_port()}"
-        self.socket = tmp / f"{name}.sock"
-        self.log = tmp / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(SWARMD), "manager", "--etcd-endpoints", self.endpoint, "--listen-control", f"unix://{self.socket}",
-                 "--listen-remote", self.remote, "--heartbeat-period", "200ms", "--leader-ttl", f"{TTL}s"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 async def leader(endpoint: str) -> str:
@@ -90,7 +52,7 @@ async def running(control, service_id: str) -> list[pb.Task]:
 
 
 def test_leader_failover_after_kill_9(etcd_endpoint, tmp_path, unique):
-    a, b = ManagerProc(etcd_endpoint, tmp_path, f"a-{unique}"), ManagerProc(etcd_endpoint, tmp_path, f"b-{unique}")
+    a, b = ManagerProc(etcd_endpoint, tmp_path, f"a-{unique}", TTL), ManagerProc(etcd_endpoint, tmp_path, f"b-{unique}", TTL)
 
     async def main():
         a.start()
@@ -123,10 +85,11 @@ def test_leader_failover_after_kill_9(etcd_endpoint, tmp_path, unique):
         b.stop()
     assert b.proc.returncode == 0, b.log.read_text()[-2000:]
     assert not b.socket.exists()
+    assert not leaked_processes(unique)
 
 
 def test_manager_restart_mid_scale_up(etcd_endpoint, tmp_path, unique):
-    m = ManagerProc(etcd_endpoint, tmp_path, f"r-{unique}")
+    m = ManagerProc(etcd_endpoint, tmp_path, f"r-{unique}", TTL)
 
     async def main():
         m.start()
@@ -153,6 +116,7 @@ def test_manager_restart_mid_scale_up(etcd_endpoint, tmp_path, unique):
     finally:
         m.stop()
     assert m.proc.returncode == 0, m.log.read_text()[-2000:]
+    assert not leaked_processes(unique)
 
 
 async def _count(coro, n: int, at_least: bool = False) -> bool:
