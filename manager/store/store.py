@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import grpc
 from aetcd import rpc
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from .. import metrics
 from .cache import Cache
@@ -269,12 +270,14 @@ class Store:
         results: list = [None] * len(ops)
         prepared: list[_Prepared] = []
         guard = self._guard if leader_guard else None
+        now = Timestamp()
+        now.GetCurrentTime()  # one clock read per batch: a batch is one logical change
         for i, op in enumerate(ops):
             if leader_guard and guard is None:
                 results[i] = NotLeader("this manager is not the leader")
                 continue
             try:
-                prepared.append(self._prepare(i, op))
+                prepared.append(self._prepare(i, op, now))
             except StoreError as e:
                 results[i] = e
         chunks = list(self._chunks(prepared))
@@ -289,7 +292,7 @@ class Store:
         await asyncio.gather(*(run(c) for c in chunks))
         return results
 
-    def _prepare(self, index: int, op: Op) -> _Prepared:
+    def _prepare(self, index: int, op: Op, now: Timestamp) -> _Prepared:
         cls = KINDS.get(op.kind)
         if cls is None:
             raise InvalidArgument(f"unknown kind {op.kind!r}")
@@ -310,13 +313,13 @@ class Store:
             if not obj.id:
                 obj.id = new_id()
             expect = 0
-            obj.meta.created_at.GetCurrentTime()
-            obj.meta.updated_at.CopyFrom(obj.meta.created_at)
+            obj.meta.created_at.CopyFrom(now)
+            obj.meta.updated_at.CopyFrom(now)
         else:
             if not obj.id:
                 raise InvalidArgument(f"update {op.kind}: the object has no id")
             expect = obj.meta.version.index
-            obj.meta.updated_at.GetCurrentTime()
+            obj.meta.updated_at.CopyFrom(now)
         obj.meta.version.index = 0  # the version is the key's mod_revision, not part of the value
         value = obj.SerializeToString()
         key = object_key(self.prefix, op.kind, obj.id)
