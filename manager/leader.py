@@ -82,6 +82,7 @@ class LeaderElection:
         await self.store.kv.Put(rpc.PutRequest(key=self.managers_prefix + self.manager_id.encode(),
                                                value=self.addr.encode(), lease=grant.ID), timeout=5)
         keepalive = self.store.lease.LeaseKeepAlive()
+        leader_gone = self.store.deletion_event(self.leader_key)
         try:
             while True:
                 if not self.is_leader:
@@ -104,7 +105,11 @@ class LeaderElection:
                 if time.monotonic() - last_ok > self.ttl * 0.75:
                     log.warning("leader election: keep-alive took too long; giving up the lease")
                     return
-                await asyncio.sleep(self.ttl / 6)
+                try:  # a follower campaigns as soon as the leader key is deleted (lease expired)
+                    await asyncio.wait_for(leader_gone.wait(), self.ttl / 6)
+                except asyncio.TimeoutError:
+                    pass
+                leader_gone.clear()
         finally:
             keepalive.cancel()
 

@@ -126,6 +126,7 @@ class Store:
         self._channel: grpc.aio.Channel | None = None
         self.kv = self.lease = self._watch_stub = None
         self._watch_task: asyncio.Task | None = None
+        self._deletion_events: dict[bytes, asyncio.Event] = {}
         self.watch_connected = asyncio.Event()
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -230,6 +231,11 @@ class Store:
         for kinds, queue in self._subscribers:
             if kinds is None or kind in kinds:
                 queue.put_nowait(event)
+
+    def deletion_event(self, key: bytes) -> asyncio.Event:
+        """An event set whenever the watch sees `key` (under the prefix, not an object: the
+        leader key) deleted; the caller clears it. Lets followers campaign at once."""
+        return self._deletion_events.setdefault(key, asyncio.Event())
 
     # -- leader guard -------------------------------------------------------------------------
 
@@ -533,6 +539,8 @@ class Store:
                 last = rev
             kind_id = split_key(self._pfx, kv.key)
             if kind_id is None:
+                if ev.type != 0 and kv.key in self._deletion_events:
+                    self._deletion_events[kv.key].set()
                 continue
             kind, obj_id = kind_id
             if ev.type == 0:  # PUT
