@@ -81,6 +81,7 @@ class LeaderElection:
         self._lease_id = grant.ID
         await self.store.kv.Put(rpc.PutRequest(key=self.managers_prefix + self.manager_id.encode(),
                                                value=self.addr.encode(), lease=grant.ID), timeout=5)
+        last_ok = time.monotonic()
         keepalive = self.store.lease.LeaseKeepAlive()
         leader_gone = self.store.deletion_event(self.leader_key)
         try:
@@ -92,19 +93,20 @@ class LeaderElection:
                     await self._step_down()
                 sent = time.monotonic()
                 await keepalive.write(rpc.LeaseKeepAliveRequest(ID=grant.ID))
-                try:
-                    resp = await asyncio.wait_for(keepalive.read(), timeout=self.ttl / 4)
-                except asyncio.TimeoutError:
-                    log.warning("leader election: etcd did not answer a keep-alive in %.1fs; giving up the lease", self.ttl / 4)
-                    return
+                read = asyncio.ensure_future(keepalive.read())
+                while not read.done():  # a stalled event loop finds the answer waiting: no false alarm
+                    budget = last_ok + self.ttl * 0.75 - time.monotonic()
+                    if budget <= 0:
+                        read.cancel()
+                        log.warning("leader election: no keep-alive answer for %.1fs; giving up the lease", self.ttl * 0.75)
+                        return
+                    await asyncio.wait({read}, timeout=budget)
+                resp = read.result()
                 if resp is grpc.aio.EOF or resp.TTL <= 0:
                     log.warning("leader election: lease %x expired", grant.ID)
                     self._lease_id = 0
                     return
-                last_ok = sent
-                if time.monotonic() - last_ok > self.ttl * 0.75:
-                    log.warning("leader election: keep-alive took too long; giving up the lease")
-                    return
+                last_ok = sent  # etcd renewed the lease after `sent`: it lives until sent + TTL at least
                 try:  # a follower campaigns as soon as the leader key is deleted (lease expired)
                     await asyncio.wait_for(leader_gone.wait(), self.ttl / 6)
                 except asyncio.TimeoutError:
@@ -132,7 +134,7 @@ class LeaderElection:
             self.leader_id = kvs[0].value.decode() if kvs else ""
 
     async def _still_leader(self) -> bool:
-        resp = await self.store.kv.Range(rpc.RangeRequest(key=self.leader_key), timeout=self.ttl / 4)
+        resp = await self.store.kv.Range(rpc.RangeRequest(key=self.leader_key), timeout=self.ttl / 2)
         return bool(resp.kvs) and resp.kvs[0].lease == self._lease_id
 
     async def _step_down(self) -> None:
