@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import hollow_cmd
+from . import hollow_cmd, manager_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarmd", description="Flotilla daemon")
     sub = parser.add_subparsers(dest="command", required=True)
     hollow_cmd.add_parser(sub)
+    manager_cmd.add_parser(sub)
     return parser
 
 
