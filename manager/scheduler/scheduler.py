@@ -48,6 +48,7 @@ class Scheduler:
     async def run(self) -> None:
         """Load nodes and tasks from the cache, then place what becomes pending, tick by tick."""
         queue = self.store.subscribe({"task", "node"})
+        self.cluster, self._fresh, self._parked, self._retry = Cluster(), {}, set(), False  # a rerun starts afresh
         try:
             for node in self.store.list("node"):
                 self.cluster.set_node(node)
