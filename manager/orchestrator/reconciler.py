@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 
 from flotilla.proto import objects_pb2 as pb
 
+from ..scheduler.scheduler import Scheduler
 from ..store import Op
 from .global_ import reconcile_global
 from .reaper import history_limit, reap
@@ -54,9 +55,12 @@ class Orchestrator:
 
     name = "orchestrator"
 
-    def __init__(self, store, write: Callable, clock: Callable[[], float] = time.time, debounce: float = 0.02) -> None:
+    def __init__(self, store, write: Callable, clock: Callable[[], float] = time.time, debounce: float = 0.02,
+                 scheduler: Scheduler | None = None) -> None:
         self.store = store
         self._write = write
+        self._scheduler = scheduler  # places new tasks before they are written (see Scheduler.place_new)
+        self._written: dict[str, int] = {}  # task id -> desired state of our own writes not yet seen back
         self._clock = clock
         self._debounce = debounce
         self._timers: list[tuple[float, str]] = []
@@ -64,6 +68,7 @@ class Orchestrator:
     async def run(self) -> None:
         """Reconcile every service from the cache, then whatever each change touches."""
         queue = self.store.subscribe({"service", "task", "node", "cluster"})
+        self._timers, self._written = [], {}  # a rerun starts afresh (the full pass re-creates timers)
         try:
             dirty = {s.id for s in self.store.list("service")} | {t.service_id for t in self.store.list("task")}
             while True:
@@ -91,7 +96,11 @@ class Orchestrator:
         if event.kind == "service":
             dirty.add(event.obj.id)
         elif event.kind == "task":
-            if _relevant_task_change(event.old, event.obj if event.action != "delete" else None):
+            new = event.obj if event.action != "delete" else None
+            mine = self._written.pop(event.obj.id, None)
+            if mine is not None and new is not None and new.desired_state == mine and (event.old is None or ended(event.old) == ended(new)):
+                return  # our own write coming back: the decision that made it already saw it
+            if _relevant_task_change(event.old, new):
                 dirty.add(event.obj.service_id)
         elif event.kind == "node":
             if _relevant_node_change(event.old, event.obj if event.action != "delete" else None):
@@ -129,6 +138,8 @@ class Orchestrator:
                 heapq.heappush(self._timers, (plan.wake_at, sid))
             # Creates first: a crash between chunks then leaves two runnable tasks in a slot
             # (the next pass shuts one down) rather than none.
+            if self._scheduler is not None:
+                self._scheduler.place_new(plan.creates)
             ops += [(sid, Op("create", "task", t)) for t in plan.creates]
             ops += [(sid, Op("update", "task", t)) for t in plan.updates]
             ops += [(sid, Op("delete", "task", t)) for t in plan.deletes]
@@ -138,9 +149,16 @@ class Orchestrator:
         conflicted: set[str] = set()
         for start in range(0, len(ops), WRITE_CHUNK):
             chunk = ops[start:start + WRITE_CHUNK]
+            for _, op in chunk:
+                if op.kind == "task" and op.action != "delete":
+                    self._written[op.obj.id] = op.obj.desired_state
             results = await self._write([op for _, op in chunk])
             for (sid, op), result in zip(chunk, results):
                 if isinstance(result, Exception):
                     log.debug("orchestrator: %s %s of service %s: %s", op.action, op.kind, sid, result)
                     conflicted.add(sid)
+                    if op.kind == "task" and op.action != "delete":
+                        self._written.pop(op.obj.id, None)
+                    if op.action == "create" and self._scheduler is not None:
+                        self._scheduler.forget(op.obj.id)
         return conflicted
