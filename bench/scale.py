@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import os
 import re
 import shutil
@@ -50,6 +51,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child: be killed when the benchmark dies, however it dies (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+
+
 class Processes:
     """Child processes started by the benchmark, stopped (and reaped) at the end."""
 
@@ -57,9 +63,10 @@ class Processes:
         self.logdir = logdir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                preexec_fn=_die_with_parent)
         log.close()
         self.procs.append(proc)
         return proc
@@ -188,7 +195,7 @@ async def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
         str(VENV_BIN / "swarmd"), "manager", "--etcd-endpoints", etcd_url,
         "--listen-control", f"unix://{tmp / 'control.sock'}", "--listen-remote", remote,
         "--metrics-addr", f"127.0.0.1:{metrics_port}",
-    ])
+    ], env=dict(os.environ, PYTHONASYNCIODEBUG="1") if args.asyncio_debug else None)
     per_proc = -(-args.nodes // args.hollow_procs)
     for i in range(args.hollow_procs):
         count = min(per_proc, args.nodes - i * per_proc)
@@ -253,11 +260,14 @@ def main() -> int:
     p.add_argument("--tick", type=float, default=0.25, help="hollow nodes' status report tick")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) for inspection")
+    p.add_argument("--asyncio-debug", action="store_true", help="run the manager in asyncio debug mode (logs callbacks that block the loop > 100 ms)")
     p.add_argument("--profile", metavar="FILE", help="record the manager with py-spy during the scale-up (speedscope JSON)")
     args = p.parse_args()
     if shutil.which("etcd") is None:
         print("bench/scale.py: etcd is not installed (apt-get install etcd-server)", file=sys.stderr)
         return 2
+    # SIGTERM unwinds like Ctrl-C, so that the children are stopped and the directory removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     tmp = Path(tempfile.mkdtemp(prefix="flotilla-scale-"))
     procs = Processes(tmp)
     try:

@@ -32,7 +32,7 @@ WRITE_CHUNK = 2048
 # New tasks created per round, over all services: a 100,000-task scale-up goes out in rounds,
 # so the scheduler, dispatcher and agents start on the first ones while the rest are made,
 # and no round holds the event loop long enough to starve the leader lease's keepalive.
-ROUND_NEW_TASKS = 5000  # ops per store.batch call, so that other reconcilers interleave with a big round
+ROUND_NEW_TASKS = 4096  # ops per store.batch call, so that other reconcilers interleave with a big round
 
 
 def _relevant_task_change(old: pb.Task | None, new: pb.Task | None) -> bool:

@@ -34,7 +34,7 @@ class Scheduler:
 
     name = "scheduler"
 
-    def __init__(self, store, write: Callable, tick: float = 0.05, max_batch: int = 20_000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store, write: Callable, tick: float = 0.05, max_batch: int = 5_000, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self._write = write
         self._tick = tick
@@ -67,8 +67,12 @@ class Scheduler:
                 event = await queue.get()
                 self._apply(event)
                 await asyncio.sleep(self._tick)
+                applied = 0
                 while not queue.empty():
                     self._apply(queue.get_nowait())
+                    applied += 1
+                    if applied % 2000 == 0:
+                        await asyncio.sleep(0)  # 100,000 queued changes: let the servers breathe
         finally:
             self._queue = None
             self.store.unsubscribe(queue)
