@@ -115,7 +115,7 @@ class Store:
         self.endpoints = list(endpoints)
         self.prefix = prefix
         self._pfx = prefix.encode()
-        self._target = endpoint_target(self.endpoints)
+        self.target = endpoint_target(self.endpoints)  # the gRPC target, for other channels to etcd
         self._timeout = timeout
         self._cache = Cache()
         self._revision = 0  # every change up to here is in the cache (load or watch)
@@ -133,7 +133,7 @@ class Store:
 
     async def start(self) -> None:
         """Connect, load every object, then follow changes from the loaded revision."""
-        self._channel = grpc.aio.insecure_channel(self._target, options=[
+        self._channel = grpc.aio.insecure_channel(self.target, options=[
             ("grpc.max_receive_message_length", 512 << 20),
             ("grpc.max_send_message_length", 16 << 20),
             ("grpc.keepalive_time_ms", 5_000),
