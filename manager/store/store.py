@@ -35,7 +35,7 @@ MAX_TXN_OPS = 127          # etcd's default --max-txn-ops is 128; one compare is
 MAX_TXN_BYTES = 1_400_000  # etcd's default --max-request-bytes is 1.5 MiB; leave room for framing
 PREPARE_SLICE = 1_016       # ops serialized between two yields to the event loop (8 full transactions)
 LOAD_PAGE = 5_000          # keys per range request when loading the cache
-TXN_CONCURRENCY = 8        # transactions of one batch in flight at once (etcd groups their fsyncs)
+TXN_CONCURRENCY = 32       # transactions of one batch in flight at once (etcd groups their fsyncs)
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
 _MOD = rpc.Compare.CompareTarget.Value("MOD")
