@@ -119,13 +119,13 @@ class DnsServer:
         self._listeners: dict[str, socket.socket] = {}
         self._changes: list[tuple[str, socket.socket | None]] = []
         self._forwards: dict[socket.socket, _Forward] = {}
+        self._ports: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = False
         self._thread: threading.Thread | None = None
 
     def listening(self) -> set[str]:
-        with self._lock:
-            return set(self._listeners) | {a for a, s in self._changes if s is not None}
+        return set(self._ports)
 
     def listen(self, address: str) -> None:
         """Start answering on address:port (bound here, so errors reach the caller)."""
@@ -137,13 +137,19 @@ class DnsServer:
         except OSError:
             sock.close()
             raise
+        self._ports[address] = sock.getsockname()[1]
         self._post(address, sock)
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="flotilla-dns", daemon=True)
             self._thread.start()
 
     def unlisten(self, address: str) -> None:
+        self._ports.pop(address, None)
         self._post(address, None)
+
+    def port_of(self, address: str) -> int:
+        """The port bound on `address` (differs from `port` only when that is 0, in tests)."""
+        return self._ports[address]
 
     def stop(self) -> None:
         """Close every socket and end the thread."""

@@ -266,7 +266,7 @@ class NetworkManager:
         return Endpoint(container_id, net.id, net.name)
 
     def _connect_bridge(self, ctr: _Container, net: NetworkInfo, ip: str, aliases: tuple[str, ...], name: str) -> Endpoint:
-        pool = ipam.make_pool(net.subnet, net.gateway, net.ip_range)
+        pool = self._pool(net)
         used = self._used_ips(net.id)
         addr = pool.check_static(ip, used, net.name) if ip else pool.allocate(used, net.name, self._last_ip.get(net.id, ""))
         in_use = {e.ifname for e in ctr.endpoints}
@@ -315,6 +315,12 @@ class NetworkManager:
         finally:
             os.close(nsfd)
         br.set_hairpin(ep.host_ifname)
+        self._configure_inside(ctr, ep, pool, route)
+        return ep
+
+    @staticmethod
+    def _configure_inside(ctr: _Container, ep: Endpoint, pool: ipam.Pool, route: bool, tolerate: tuple[int, ...] = ()) -> None:
+        """Inside the container's namespace: interface up, address, default route (one batch)."""
         with netlink.entered(ctr.netns):
             index = socket.if_nametoindex(ep.ifname)
             rt = netlink.Rtnl()
@@ -322,8 +328,7 @@ class NetworkManager:
             msgs = [netlink.link_up(index), netlink.new_addr(index, ep.ip, ep.prefixlen, str(pool.subnet.broadcast_address))]
             if route:
                 msgs.append(netlink.new_default_route(ep.gateway, index))
-            rt.request(msgs)
-        return ep
+            rt.request(msgs, tolerate)
 
     def disconnect(self, container_id: str, network: str) -> None:
         """Detach a container from one network (its veth pair goes, its address is freed)."""
@@ -400,6 +405,11 @@ class NetworkManager:
                 self._sync_firewall()
             self._rebuild_dns_view()
 
+    def containers(self) -> list[str]:
+        """Ids of every container with network state (prepared or connected)."""
+        with self._lock:
+            return sorted(self._containers)
+
     def endpoints(self, container_id: str) -> list[Endpoint]:
         with self._lock:
             ctr = self._containers.get(container_id)
@@ -455,6 +465,9 @@ class NetworkManager:
                     ctr.endpoints = kept
                     ctr.mode = "bridge" if kept else ("" if ctr.mode == "bridge" else ctr.mode)
                     self._ctr_store.write(ctr.id, ctr.to_dict())
+                for i, ep in enumerate(kept):  # finish a connect cut short after the veth was made
+                    net = self._networks[ep.network_id]
+                    self._configure_inside(ctr, ep, self._pool(net), i == 0 and not net.internal, (errno.EEXIST,))
             wanted_links = {e.host_ifname for c in self._containers.values() for e in c.endpoints}
             for net in self._networks.values():
                 if self._needs_bridge(net):
@@ -505,6 +518,9 @@ class NetworkManager:
         if self._rtnl is None:
             self._rtnl = netlink.Rtnl()
         return self._rtnl
+
+    def _pool(self, net: NetworkInfo) -> ipam.Pool:
+        return ipam.make_pool(net.subnet, net.gateway, net.ip_range)
 
     def _attached(self, network_id: str) -> list[str]:
         return [c.id for c in self._containers.values() if any(e.network_id == network_id for e in c.endpoints)]

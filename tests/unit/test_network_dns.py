@@ -1,0 +1,107 @@
+"""The DNS server on loopback: answers from the resolver, forwards the rest to a fake upstream."""
+import socket
+import struct
+import threading
+
+import pytest
+
+from flotilla.runtime.network.dns import DnsServer, build_answer, parse_query, read_upstreams
+
+
+def query(name: str, qtype: int = 1, ident: int = 0x1234) -> bytes:
+    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+    return struct.pack("!HHHHHH", ident, 0x0100, 1, 0, 0, 0) + q + struct.pack("!HH", qtype, 1)
+
+
+def answers(reply: bytes) -> tuple[int, list[str]]:
+    """(rcode, A addresses) of a reply built by build_answer or the fake upstream."""
+    _id, flags, _qd, an, _ns, _ar = struct.unpack_from("!HHHHHH", reply)
+    off = 12
+    while reply[off]:
+        off += reply[off] + 1
+    off += 5
+    out = []
+    for _ in range(an):
+        off += 2
+        rtype, _cls, _ttl, rdlen = struct.unpack_from("!HHIH", reply, off)
+        off += 10
+        if rtype == 1:
+            out.append(socket.inet_ntoa(reply[off:off + rdlen]))
+        off += rdlen
+    return flags & 0xF, out
+
+
+def test_parse_and_build_roundtrip():
+    q = parse_query(query("Web.Example"))
+    assert q is not None and q.name == "web.example" and q.qtype == 1
+    rcode, addrs = answers(build_answer(q, ["198.51.100.2", "198.51.100.3"]))
+    assert (rcode, addrs) == (0, ["198.51.100.2", "198.51.100.3"])
+    aaaa = parse_query(query("web", qtype=28))
+    assert answers(build_answer(aaaa, ["198.51.100.2"])) == (0, [])
+    assert parse_query(b"\x00" * 5) is None
+    assert parse_query(build_answer(q, [])) is None  # responses are not queries
+
+
+def test_read_upstreams_skips_ipv6():
+    assert read_upstreams("nameserver 127.0.0.53\nnameserver ::1\n#x\n") == [("127.0.0.53", 53)]
+
+
+@pytest.fixture
+def fake_upstream():
+    """A loopback DNS server that answers every A query with 203.0.113.99."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.2)
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def serve():
+        while not stop.is_set():
+            try:
+                data, peer = sock.recvfrom(512)
+            except socket.timeout:
+                continue
+            q = parse_query(data)
+            seen.append(q.name)
+            sock.sendto(build_answer(q, ["203.0.113.99"]), peer)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    yield sock.getsockname(), seen
+    stop.set()
+    t.join()
+    sock.close()
+
+
+def ask(port: int, name: str) -> tuple[int, list[str]]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.settimeout(5)
+        c.sendto(query(name), ("127.0.0.1", port))
+        return answers(c.recvfrom(4096)[0])
+
+
+def test_server_answers_known_names_and_forwards_the_rest(fake_upstream):
+    upstream, seen = fake_upstream
+    dead = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dead.bind(("127.0.0.1", 0))  # bound, never answers: the server must time out and move on
+    table = {"web": ["198.51.100.2"]}
+    server = DnsServer(lambda listen, client, name: table.get(name), [dead.getsockname(), upstream],
+                       forwards_for=lambda listen: True, port=0, timeout=0.3)
+    try:
+        server.listen("127.0.0.1")
+        port = server.port_of("127.0.0.1")
+        assert ask(port, "web") == (0, ["198.51.100.2"])
+        assert ask(port, "elsewhere.example") == (0, ["203.0.113.99"])
+        assert seen == ["elsewhere.example"]
+    finally:
+        server.stop()
+        dead.close()
+
+
+def test_server_without_forwarding_answers_servfail():
+    server = DnsServer(lambda *a: None, [("127.0.0.1", 9)], forwards_for=lambda listen: False, port=0)
+    try:
+        server.listen("127.0.0.1")
+        assert ask(server.port_of("127.0.0.1"), "x.example") == (2, [])
+    finally:
+        server.stop()
