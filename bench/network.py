@@ -194,7 +194,8 @@ class Bench:
         res["container->container (hand-built bridge)"] = {
             "gbps": self.iperf(h["b"], h["a"], h["ip_b"], 5201, 5201), "rr": self.rr(h["b"], h["a"], h["ip_b"], 7000, 7000)}
         res["host->container via 127.0.0.1 published port (flotilla DNAT)"] = {
-            "gbps": self.iperf(f["b"], None, "127.0.0.1", f["iperf_pub"], 5201), "rr": self.rr(f["b"], None, "127.0.0.1", f["rr_pub"], 7000)}
+            "gbps": self.iperf(f["b"], None, "127.0.0.1", f["iperf_pub"], 5201),
+            "rr": self.rr(f["b"], None, "127.0.0.1", f["rr_pub"], 7000)}
         res["host->container direct (hand-built, no NAT)"] = {
             "gbps": self.iperf(h["b"], None, h["ip_b"], 5201, 5201), "rr": self.rr(h["b"], None, h["ip_b"], 7000, 7000)}
         ours, theirs = self.wiring()

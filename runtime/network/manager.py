@@ -84,7 +84,7 @@ class NetworkManager:
         self._lock = threading.RLock()
         self._networks = {k: NetworkInfo.from_dict(v) for k, v in self._net_store.load_all().items()}
         self._containers = {k: _Container.from_dict(v) for k, v in self._ctr_store.load_all().items()}
-        self._ensure_builtins(default_subnet)
+        self._ensure_builtins()
         self._fw = Firewall(self.names)
         self._links: br.Links | None = None
         self._rtnl: netlink.Rtnl | None = None
@@ -97,7 +97,8 @@ class NetworkManager:
 
     # ----------------------------------------------------------------- networks
 
-    def _ensure_builtins(self, default_subnet: str) -> None:
+    def _ensure_builtins(self) -> None:
+        """bridge, host and none always exist; the default bridge follows default_subnet while unused."""
         by_name = {n.name: n for n in self._networks.values()}
         now = _now()
         wanted = [

@@ -45,8 +45,8 @@ def free_subnet(prefixlen: int, within: list[str]) -> str:
     taken = host_routes()
     for _ in range(200):
         space = ipaddress.ip_network(random.choice(within))
-        cand = random.choice(list(space.subnets(new_prefix=prefixlen))) if prefixlen - space.prefixlen <= 12 else \
-            ipaddress.ip_network(f"{space.network_address + random.randrange(2 ** (prefixlen - space.prefixlen)) * 2 ** (32 - prefixlen)}/{prefixlen}")
+        offset = random.randrange(2 ** (prefixlen - space.prefixlen)) << (32 - prefixlen)
+        cand = ipaddress.ip_network((int(space.network_address) + offset, prefixlen))
         if not any(cand.overlaps(t) for t in taken):
             return str(cand)
     raise RuntimeError("no free test subnet")
@@ -299,6 +299,35 @@ def test_published_port_from_host_localhost_other_machine_and_hairpin(env, uniqu
     assert f"--dport {m.host_port} " not in save
     with socket.socket() as s:  # released: the port is free again
         s.bind(("0.0.0.0", m.host_port))
+
+
+UDP_ECHO = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5353))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(100)
+    s.sendto(b"echo-" + data, peer)
+"""
+
+
+def test_published_udp_port_from_localhost_and_other_machine(env, unique, remote):
+    remote_ns, host_ip, _remote_ip = remote
+    net = env.nm.create_network(f"u-{unique}", subnet=ten())
+    path = env.container(f"u{unique}", net.name)
+    (m,) = env.nm.publish(f"u{unique}", parse_port_spec("0:5353/udp"))
+    server = subprocess.Popen(["nsenter", f"--net={path}", sys.executable, "-c", UDP_ECHO], stdout=subprocess.PIPE, text=True)
+    env.procs.append(server)
+    assert server.stdout.readline().strip() == "ready"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.settimeout(5)
+        c.sendto(b"one", ("127.0.0.1", m.host_port))
+        assert c.recvfrom(100)[0] == b"echo-one"
+    out = in_ns(remote_ns, sys.executable, "-c",
+                "import socket; c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5); "
+                f"c.sendto(b'two', ('{host_ip}', {m.host_port})); print(c.recvfrom(100)[0].decode())")
+    assert out.stdout.strip() == "echo-two", out.stderr
 
 
 def test_internal_network_has_no_way_out(env, unique, remote):
