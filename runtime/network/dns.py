@@ -10,9 +10,10 @@ names it may see: names of containers that share a network with the asker.
 
 Queries for names it does not know are forwarded, byte for byte, to the upstream servers (the
 host's /etc/resolv.conf), one after the other with a timeout; internal networks get no
-forwarding. UDP only: replies too large for UDP are relayed with their TC bit as upstream set it.
+forwarding. UDP and TCP (for replies that upstream truncated over UDP): a UDP query is
+forwarded over UDP, a TCP query over TCP.
 The server is one daemon thread around a selector; sockets are bound in the caller's thread so
-that a bind error reaches the caller.
+that a bind error reaches the caller. TCP forwards block, so each runs in a short-lived thread.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -94,13 +95,27 @@ def read_upstreams(resolv_conf_text: str) -> list[tuple[str, int]]:
 
 @dataclass
 class _Forward:
-    listener: socket.socket
-    client: tuple[str, int]
+    """A UDP query waiting for an upstream answer."""
+
+    reply: Callable[[bytes], None]
     query: bytes
     question: Question
-    upstream: int
+    upstream: int = -1
+    deadline: float = 0.0
+    sock: socket.socket | None = None
+
+
+@dataclass
+class _TcpClient:
+    """A TCP connection from a container: length-prefixed queries, answered in order."""
+
+    address: str
+    peer: str
     deadline: float
-    sock: socket.socket = field(init=False)
+    buf: bytes = b""
+
+
+TCP_IDLE = 10.0
 
 
 class DnsServer:
@@ -116,9 +131,10 @@ class DnsServer:
         self._sel = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._listeners: dict[str, socket.socket] = {}
-        self._changes: list[tuple[str, socket.socket | None]] = []
+        self._listeners: dict[str, tuple[socket.socket, socket.socket]] = {}
+        self._changes: list[tuple[str, tuple[socket.socket, socket.socket] | None]] = []
         self._forwards: dict[socket.socket, _Forward] = {}
+        self._clients: dict[socket.socket, _TcpClient] = {}
         self._ports: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = False
@@ -128,17 +144,22 @@ class DnsServer:
         return set(self._ports)
 
     def listen(self, address: str) -> None:
-        """Start answering on address:port (bound here, so errors reach the caller)."""
-        if address in self.listening():
+        """Start answering on address:port, UDP and TCP (bound here, so errors reach the caller)."""
+        if address in self._ports:
             return
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         try:
-            sock.bind((address, self.port))
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            udp.bind((address, self.port))
+            tcp.bind((address, udp.getsockname()[1]))
+            tcp.listen(64)
         except OSError:
-            sock.close()
+            udp.close()
+            tcp.close()
             raise
-        self._ports[address] = sock.getsockname()[1]
-        self._post(address, sock)
+        self._ports[address] = udp.getsockname()[1]
+        self._post(address, (udp, tcp))
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="flotilla-dns", daemon=True)
             self._thread.start()
@@ -158,53 +179,83 @@ class DnsServer:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        else:
-            self._apply_changes()
-        for sock in list(self._listeners.values()) + [f.sock for f in self._forwards.values()]:
+        self._apply_changes()
+        socks = [s for pair in self._listeners.values() for s in pair]
+        socks += [f.sock for f in self._forwards.values() if f.sock] + list(self._clients)
+        for sock in socks:
             sock.close()
         self._listeners.clear()
         self._forwards.clear()
+        self._clients.clear()
+        self._ports.clear()
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
-    def _post(self, address: str, sock: socket.socket | None) -> None:
+    def _post(self, address: str, socks: tuple[socket.socket, socket.socket] | None) -> None:
         with self._lock:
-            self._changes.append((address, sock))
+            self._changes.append((address, socks))
         os.write(self._wake_w, b"x")
 
     def _apply_changes(self) -> None:
         with self._lock:
             changes, self._changes = self._changes, []
-        for address, sock in changes:
+        for address, socks in changes:
             old = self._listeners.pop(address, None)
-            if old is not None:
-                self._sel.unregister(old)
-                old.close()
-            if sock is not None:
-                self._listeners[address] = sock
-                self._sel.register(sock, selectors.EVENT_READ, ("listen", address))
+            for sock in old or ():
+                if not self._stop:
+                    self._sel.unregister(sock)
+                sock.close()
+            if socks is not None:
+                if self._stop:
+                    socks[0].close()
+                    socks[1].close()
+                    continue
+                self._listeners[address] = socks
+                self._sel.register(socks[0], selectors.EVENT_READ, ("udp", address))
+                self._sel.register(socks[1], selectors.EVENT_READ, ("accept", address))
 
     def _run(self) -> None:
         while not self._stop:
             self._apply_changes()
             now = time.monotonic()
-            wait = min((f.deadline for f in self._forwards.values()), default=now + 1.0) - now
+            deadlines = [f.deadline for f in self._forwards.values()] + [c.deadline for c in self._clients.values()]
+            wait = min(deadlines, default=now + 1.0) - now
             for key, _ in self._sel.select(max(0.0, wait)):
-                if key.data is None:
+                kind = key.data[0] if key.data else "wake"
+                if kind == "wake":
                     try:
                         os.read(self._wake_r, 4096)
                     except BlockingIOError:
                         pass
-                elif key.data[0] == "listen":
-                    self._on_query(key.fileobj, key.data[1])  # type: ignore[arg-type]
+                elif kind == "udp":
+                    self._on_udp(key.fileobj, key.data[1])  # type: ignore[arg-type]
+                elif kind == "accept":
+                    self._on_accept(key.fileobj, key.data[1])  # type: ignore[arg-type]
+                elif kind == "tcp":
+                    self._on_tcp(key.fileobj)  # type: ignore[arg-type]
                 else:
                     self._on_upstream(key.fileobj)  # type: ignore[arg-type]
             now = time.monotonic()
             for fwd in [f for f in self._forwards.values() if f.deadline <= now]:
                 self._next_upstream(fwd)
+            for sock in [s for s, c in self._clients.items() if c.deadline <= now]:
+                self._drop_client(sock)
 
-    def _on_query(self, sock: socket.socket, address: str) -> None:
+    def _lookup(self, address: str, client: str, q: Question) -> bytes | None:
+        """The local answer, SERVFAIL when the query may not be forwarded, None to forward it."""
+        try:
+            found = self.resolver(address, client, q.name)
+        except Exception:  # a resolver bug must not kill the server thread
+            log.exception("dns resolver failed for %s", q.name)
+            found = None
+        if found is not None:
+            return build_answer(q, found)
+        if not self.upstreams or not self.forwards_for(address):
+            return build_answer(q, [], RCODE_SERVFAIL)
+        return None
+
+    def _on_udp(self, sock: socket.socket, address: str) -> None:
         try:
             data, client = sock.recvfrom(4096)
         except (BlockingIOError, InterruptedError):
@@ -212,29 +263,29 @@ class DnsServer:
         q = parse_query(data)
         if q is None:
             return
-        try:
-            found = self.resolver(address, client[0], q.name)
-        except Exception:  # a resolver bug must not kill the server thread
-            log.exception("dns resolver failed for %s", q.name)
-            found = None
-        if found is not None:
-            sock.sendto(build_answer(q, found), client)
-        elif not self.upstreams or not self.forwards_for(address):
-            sock.sendto(build_answer(q, [], RCODE_SERVFAIL), client)
+
+        def reply(answer: bytes) -> None:
+            try:
+                sock.sendto(answer, client)
+            except OSError:
+                pass
+        answer = self._lookup(address, client[0], q)
+        if answer is not None:
+            reply(answer)
         else:
-            fwd = _Forward(sock, client, data, q, -1, 0.0)
-            self._next_upstream(fwd)
+            self._next_upstream(_Forward(reply, data, q))
 
     def _next_upstream(self, fwd: _Forward) -> None:
-        """Send the query to the next upstream server, or answer SERVFAIL when none is left."""
-        if fwd.upstream >= 0:
+        """Send a UDP query to the next upstream server, or answer SERVFAIL when none is left."""
+        if fwd.sock is not None:
             self._sel.unregister(fwd.sock)
             fwd.sock.close()
             del self._forwards[fwd.sock]
+            fwd.sock = None
         while True:
             fwd.upstream += 1
             if fwd.upstream >= len(self.upstreams):
-                fwd.listener.sendto(build_answer(fwd.question, [], RCODE_SERVFAIL), fwd.client)
+                fwd.reply(build_answer(fwd.question, [], RCODE_SERVFAIL))
                 return
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             try:
@@ -263,4 +314,75 @@ class DnsServer:
         self._sel.unregister(sock)
         sock.close()
         del self._forwards[sock]
-        fwd.listener.sendto(data, fwd.client)
+        fwd.reply(data)
+
+    def _on_accept(self, listener: socket.socket, address: str) -> None:
+        try:
+            conn, peer = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        conn.setblocking(False)
+        self._clients[conn] = _TcpClient(address, peer[0], time.monotonic() + TCP_IDLE)
+        self._sel.register(conn, selectors.EVENT_READ, ("tcp",))
+
+    def _drop_client(self, sock: socket.socket) -> None:
+        self._sel.unregister(sock)
+        del self._clients[sock]
+        sock.close()
+
+    def _on_tcp(self, sock: socket.socket) -> None:
+        client = self._clients[sock]
+        try:
+            data = sock.recv(65535)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_client(sock)
+            return
+        client.buf += data
+        client.deadline = time.monotonic() + TCP_IDLE
+        while len(client.buf) >= 2 and len(client.buf) >= 2 + struct.unpack_from("!H", client.buf)[0]:
+            n = struct.unpack_from("!H", client.buf)[0]
+            query, client.buf = client.buf[2:2 + n], client.buf[2 + n:]
+            q = parse_query(query)
+            if q is None:
+                self._drop_client(sock)
+                return
+            answer = self._lookup(client.address, client.peer, q)
+            if answer is not None:
+                _send_framed(sock, answer)
+            else:
+                threading.Thread(target=self._forward_tcp, args=(sock, query, q), daemon=True).start()
+
+    def _forward_tcp(self, client: socket.socket, query: bytes, q: Question) -> None:
+        """Relay one TCP query to the upstreams in turn (runs in its own thread: it blocks)."""
+        for upstream in self.upstreams:
+            try:
+                with socket.create_connection(upstream, timeout=self.timeout) as up:
+                    up.sendall(struct.pack("!H", len(query)) + query)
+                    answer = _recv_framed(up)
+            except OSError:
+                continue
+            _send_framed(client, answer)
+            return
+        _send_framed(client, build_answer(q, [], RCODE_SERVFAIL))
+
+
+def _send_framed(sock: socket.socket, message: bytes) -> None:
+    """Best effort: a client that went away or stopped reading loses its answer, nothing else."""
+    try:
+        sock.send(struct.pack("!H", len(message)) + message)
+    except OSError:
+        pass
+
+
+def _recv_framed(sock: socket.socket) -> bytes:
+    data = b""
+    while len(data) < 2 or len(data) < 2 + struct.unpack_from("!H", data)[0]:
+        chunk = sock.recv(65535)
+        if not chunk:
+            raise ConnectionError("upstream closed the connection")
+        data += chunk
+    return data[2:2 + struct.unpack_from("!H", data)[0]]

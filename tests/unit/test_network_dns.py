@@ -48,29 +48,50 @@ def test_read_upstreams_skips_ipv6():
 
 @pytest.fixture
 def fake_upstream():
-    """A loopback DNS server that answers every A query with 203.0.113.99."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(0.2)
+    """A loopback DNS server (UDP and TCP, one port) answering every A query with 203.0.113.99."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.1)
+    tcp = socket.socket()
+    tcp.bind(udp.getsockname())
+    tcp.listen(4)
+    tcp.settimeout(0.1)
     stop = threading.Event()
     seen: list[str] = []
 
-    def serve():
+    def serve_udp():
         while not stop.is_set():
             try:
-                data, peer = sock.recvfrom(512)
+                data, peer = udp.recvfrom(512)
             except socket.timeout:
                 continue
             q = parse_query(data)
             seen.append(q.name)
-            sock.sendto(build_answer(q, ["203.0.113.99"]), peer)
+            udp.sendto(build_answer(q, ["203.0.113.99"]), peer)
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    yield sock.getsockname(), seen
+    def serve_tcp():
+        while not stop.is_set():
+            try:
+                conn, _ = tcp.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(5)
+                n = struct.unpack("!H", conn.recv(2))[0]
+                q = parse_query(conn.recv(n))
+                seen.append("tcp:" + q.name)
+                answer = build_answer(q, ["203.0.113.98"])
+                conn.sendall(struct.pack("!H", len(answer)) + answer)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (serve_udp, serve_tcp)]
+    for t in threads:
+        t.start()
+    yield udp.getsockname(), seen
     stop.set()
-    t.join()
-    sock.close()
+    for t in threads:
+        t.join()
+    udp.close()
+    tcp.close()
 
 
 def ask(port: int, name: str) -> tuple[int, list[str]]:
@@ -96,6 +117,36 @@ def test_server_answers_known_names_and_forwards_the_rest(fake_upstream):
     finally:
         server.stop()
         dead.close()
+
+
+def ask_tcp(port: int, names: list[str]) -> list[tuple[int, list[str]]]:
+    """Several queries on one TCP connection, as resolvers do after a truncated UDP answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+        for i, name in enumerate(names):
+            q = query(name, ident=i)
+            c.sendall(struct.pack("!H", len(q)) + q)
+        out = []
+        buf = b""
+        while len(out) < len(names):
+            buf += c.recv(4096)
+            while len(buf) >= 2 and len(buf) >= 2 + struct.unpack_from("!H", buf)[0]:
+                n = struct.unpack_from("!H", buf)[0]
+                out.append(answers(buf[2:2 + n]))
+                buf = buf[2 + n:]
+        return out
+
+
+def test_server_over_tcp_answers_and_forwards_over_tcp(fake_upstream):
+    upstream, seen = fake_upstream
+    server = DnsServer(lambda listen, client, name: {"web": ["198.51.100.2"]}.get(name), [upstream],
+                       forwards_for=lambda listen: True, port=0)
+    try:
+        server.listen("127.0.0.1")
+        got = ask_tcp(server.port_of("127.0.0.1"), ["web", "big.example"])
+        assert sorted(got) == [(0, ["198.51.100.2"]), (0, ["203.0.113.98"])]
+        assert seen == ["tcp:big.example"]
+    finally:
+        server.stop()
 
 
 def test_server_without_forwarding_answers_servfail():
