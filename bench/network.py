@@ -18,7 +18,7 @@ proxy) vs host -> container's address directly (hand-built, no NAT).
 All traffic stays inside namespaces this script creates (and the host side of its own bridges);
 every object is removed at the end, also on error or Ctrl-C. Needs root, iperf3 and busybox.
 
-    .venv/bin/python bench/network.py [--seconds 3] [--wire-count 50] [--rr-count 3000]
+    .venv/bin/python bench/network.py [--seconds 2] [--rounds 3] [--wire-count 50] [--rr-count 3000]
 """
 from __future__ import annotations
 
@@ -187,27 +187,34 @@ class Bench:
 
     # ---------------------------------------------------------------- run
     def run(self) -> None:
-        f, h = self.flotilla(), self.hand()
-        res: dict[str, dict] = {}
-        res["container->container (flotilla bridge)"] = {
-            "gbps": self.iperf(f["b"], f["a"], f["ip_b"], 5201, 5201), "rr": self.rr(f["b"], f["a"], f["ip_b"], 7000, 7000)}
-        res["container->container (hand-built bridge)"] = {
-            "gbps": self.iperf(h["b"], h["a"], h["ip_b"], 5201, 5201), "rr": self.rr(h["b"], h["a"], h["ip_b"], 7000, 7000)}
-        res["host->container via 127.0.0.1 published port (flotilla DNAT)"] = {
-            "gbps": self.iperf(f["b"], None, "127.0.0.1", f["iperf_pub"], 5201),
-            "rr": self.rr(f["b"], None, "127.0.0.1", f["rr_pub"], 7000)}
-        res["host->container direct (hand-built, no NAT)"] = {
-            "gbps": self.iperf(h["b"], None, h["ip_b"], 5201, 5201), "rr": self.rr(h["b"], None, h["ip_b"], 7000, 7000)}
+        # Wiring first, while the machine has no namespaces of ours being torn down in the kernel.
         ours, theirs = self.wiring()
+        f, h = self.flotilla(), self.hand()
+        paths = {
+            "container->container (flotilla bridge)": (f["b"], f["a"], f["ip_b"], 5201, 7000),
+            "container->container (hand-built bridge)": (h["b"], h["a"], h["ip_b"], 5201, 7000),
+            "host->container via 127.0.0.1 published port (flotilla DNAT)": (f["b"], None, "127.0.0.1", f["iperf_pub"], f["rr_pub"]),
+            "host->container direct (hand-built, no NAT)": (h["b"], None, h["ip_b"], 5201, 7000),
+        }
+        samples: dict[str, dict[str, list]] = {k: {"gbps": [], "p50": [], "p99": []} for k in paths}
+        # Rounds alternate between Flotilla's path and its baseline so that load from other
+        # processes on the machine hits both alike; the medians of the rounds are reported.
+        for _ in range(self.args.rounds):
+            for name, (srv_ns, cli_ns, ip, iperf_port, rr_port) in paths.items():
+                samples[name]["gbps"].append(self.iperf(srv_ns, cli_ns, ip, iperf_port, 5201))
+                p50, p99 = self.rr(srv_ns, cli_ns, ip, rr_port, 7000)
+                samples[name]["p50"].append(p50)
+                samples[name]["p99"].append(p99)
+        res = {k: {m: statistics.median(v) for m, v in d.items()} for k, d in samples.items()}
 
-        print(f"{'path':64} {'Gbit/s':>8} {'rtt p50 us':>11} {'rtt p99 us':>11}")
+        print(f"{'path (median of ' + str(self.args.rounds) + ' rounds)':64} {'Gbit/s':>8} {'rtt p50 us':>11} {'rtt p99 us':>11}")
         for name, r in res.items():
-            print(f"{name:64} {r['gbps']:8.2f} {r['rr'][0]:11.1f} {r['rr'][1]:11.1f}")
+            print(f"{name:64} {r['gbps']:8.2f} {r['p50']:11.1f} {r['p99']:11.1f}")
         keys = list(res)
         for ours_key, base_key in ((keys[0], keys[1]), (keys[2], keys[3])):
             o, b = res[ours_key], res[base_key]
             print(f"ratio {ours_key.split(' (')[0]:34} throughput {o['gbps'] / b['gbps']:.2f}x  "
-                  f"rtt p50 {o['rr'][0] / b['rr'][0]:.2f}x  (flotilla / kernel limit)")
+                  f"rtt p50 {o['p50'] / b['p50']:.2f}x  (flotilla / kernel limit)")
         q = statistics.quantiles
         print(f"wiring a container (prepare+connect), {len(ours)} containers: median {statistics.median(ours):.2f} ms, "
               f"p90 {q(ours, n=10)[-1]:.2f} ms, max {max(ours):.2f} ms")
@@ -234,7 +241,8 @@ class Bench:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=int, default=3, help="iperf3 duration per path")
+    ap.add_argument("--seconds", type=int, default=2, help="iperf3 duration per path and round")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds")
     ap.add_argument("--wire-count", type=int, default=50, help="containers wired for the timing")
     ap.add_argument("--rr-count", type=int, default=3000, help="request/response round trips per path")
     bench = Bench(ap.parse_args())

@@ -4,12 +4,14 @@ Two kinds, because their durability needs differ and so does their cost on the h
 
 - durable records (networks): temp file, fsync, rename over the old record. They must survive
   a power loss: user networks exist across reboots.
-- generation records (containers): every change is a *new* file `<key>@<gen>.json` (O_EXCL,
-  one write), then the previous generation is unlinked; the loader keeps the newest generation
-  that parses. No fsync and no rename over an existing file: on ext4 replacing a file by rename
-  forces a data flush (auto_da_alloc) that costs ~1.4 ms here, a third of the wiring budget. A
-  power loss may lose the newest generation, which does not matter for these records: after a
-  reboot every container's namespace and veths are gone, and `recover` releases them all.
+- journal records (containers): `<key>.log`, one complete JSON record per line, appended with a
+  single write(2) per change; the loader keeps the last line that parses. No fsync, no new
+  inode, no rename: measured on this ext4, creating a new file and unlinking the old one cost
+  ~1 ms and replacing a file by rename ~1.4 ms (auto_da_alloc forces a data flush), an append
+  ~15 us, against a wiring budget of 5 ms. A kill -9 cannot tear a write(2); a power loss may
+  lose or tear the newest line, which does not matter for these records: after a reboot every
+  container's namespace and veths are gone and `recover` releases them all. A journal is
+  compacted (rewritten with its last record) once it holds COMPACT_AFTER lines.
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+COMPACT_AFTER = 64
 
 
 class RecordStore:
@@ -26,54 +30,57 @@ class RecordStore:
         self.dir = directory
         self.durable = durable
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._gen: dict[str, int] = {}
+        self._lines: dict[str, int] = {}
 
     def write(self, key: str, data: dict[str, Any]) -> None:
         blob = json.dumps(data, sort_keys=True).encode()
         if self.durable:
-            tmp = self.dir / f".{key}.json.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            try:
-                os.write(fd, blob)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, self.dir / f"{key}.json")
+            self._replace(self.dir / f"{key}.json", blob, fsync=True)
             return
-        old = self._gen.get(key, 0)
-        new = old + 1
-        path = self.dir / f"{key}@{new}.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        path = self.dir / f"{key}.log"
+        if self._lines.get(key, 0) >= COMPACT_AFTER:
+            self._replace(path, blob + b"\n", fsync=False)
+            self._lines[key] = 1
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, blob)
+            os.write(fd, blob + b"\n")
         finally:
             os.close(fd)
-        self._gen[key] = new
-        if old:
-            (self.dir / f"{key}@{old}.json").unlink(missing_ok=True)
+        self._lines[key] = self._lines.get(key, 0) + 1
+
+    def _replace(self, path: Path, blob: bytes, fsync: bool) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, blob)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
 
     def delete(self, key: str) -> None:
-        gen = self._gen.pop(key, 0)
-        (self.dir / (f"{key}@{gen}.json" if gen else f"{key}.json")).unlink(missing_ok=True)
+        self._lines.pop(key, None)
+        (self.dir / (f"{key}.json" if self.durable else f"{key}.log")).unlink(missing_ok=True)
 
     def load_all(self) -> dict[str, dict[str, Any]]:
-        """Every record by key; temp files, older generations and torn files are removed."""
-        found: dict[str, list[tuple[int, Path]]] = {}
-        for entry in self.dir.iterdir():
-            if entry.name.endswith(".tmp") or entry.suffix != ".json":
-                entry.unlink(missing_ok=True)
-                continue
-            key, _, gen = entry.stem.partition("@")
-            found.setdefault(key, []).append((int(gen or 0), entry))
+        """Every record by key; leftover temp files are removed."""
         out: dict[str, dict[str, Any]] = {}
-        for key, versions in found.items():
-            for gen, entry in sorted(versions, reverse=True):
-                if key not in out:
-                    try:
-                        out[key] = json.loads(entry.read_text())
-                        self._gen[key] = gen
-                        continue
-                    except ValueError:
-                        pass  # torn by a crash between create and write: an older one holds
+        for entry in self.dir.iterdir():
+            if entry.name.endswith(".tmp"):
                 entry.unlink(missing_ok=True)
+            elif entry.suffix == ".json" and self.durable:
+                out[entry.stem] = json.loads(entry.read_text())
+            elif entry.suffix == ".log" and not self.durable:
+                lines = entry.read_bytes().splitlines()
+                self._lines[entry.stem] = len(lines)
+                for line in reversed(lines):
+                    try:
+                        out[entry.stem] = json.loads(line)
+                        break
+                    except ValueError:
+                        continue  # the newest line was torn (power loss): the one before holds
+                else:
+                    entry.unlink()  # nothing valid at all: the record never got written
         return out

@@ -6,7 +6,7 @@ import pytest
 from flotilla.runtime.network import InvalidArgument, files
 from flotilla.runtime.network.firewall import Firewall, FwNetwork, FwPort
 from flotilla.runtime.network.names import IFNAMSIZ, Names
-from flotilla.runtime.network.state import RecordStore
+from flotilla.runtime.network.state import COMPACT_AFTER, RecordStore
 
 HOST_RESOLV = "# comment\nnameserver 127.0.0.53\nnameserver 198.51.100.53\nsearch corp.example\noptions edns0 ndots:2\n"
 
@@ -63,18 +63,27 @@ def test_firewall_rules_for_a_normal_and_an_internal_network():
     assert "-A FLOTILLA-t1-FWD -i flt1-bbbb ! -o flt1-bbbb -j DROP" in filt
 
 
-def test_generation_store_survives_a_torn_newest_record(tmp_path):
+def test_journal_store_keeps_the_last_whole_record(tmp_path):
     store = RecordStore(tmp_path, durable=False)
     store.write("c1", {"v": 1})
     store.write("c1", {"v": 2})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c1@2.json"]
-    (tmp_path / "c1@3.json").write_text('{"v": ')  # a crash between create and write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c1.log"]
+    with open(tmp_path / "c1.log", "ab") as f:
+        f.write(b'{"v": ')  # a torn newest line
+    (tmp_path / "c2.log").write_bytes(b"")  # created, never written
     again = RecordStore(tmp_path, durable=False)
     assert again.load_all() == {"c1": {"v": 2}}
-    again.write("c1", {"v": 3})
-    assert json.loads((tmp_path / "c1@3.json").read_text()) == {"v": 3}
+    assert not (tmp_path / "c2.log").exists()
     again.delete("c1")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_journal_store_compacts(tmp_path):
+    store = RecordStore(tmp_path, durable=False)
+    for i in range(COMPACT_AFTER + 3):
+        store.write("c", {"v": i})
+    assert len((tmp_path / "c.log").read_bytes().splitlines()) == 3
+    assert RecordStore(tmp_path, durable=False).load_all() == {"c": {"v": COMPACT_AFTER + 2}}
 
 
 def test_durable_store_replaces_atomically(tmp_path):
