@@ -1,5 +1,4 @@
 """Rendered files, iptables rules, kernel object names and the record store (no root needed)."""
-import json
 
 import pytest
 
