@@ -346,15 +346,18 @@ class NetworkManager:
             if ep is None:
                 raise NotFound(f"container {container_id} is not connected to network {net.name}")
             self._host_links().delete(ep.host_ifname)
+            had_ports = bool(ctr.ports)  # their DNAT target may change or go
             ctr.endpoints = [e for e in ctr.endpoints if e is not ep]
             if not ctr.endpoints:
                 ctr.mode = ""
                 self._close_ports(container_id)
                 ctr.ports = []
             self._ctr_store.write(container_id, ctr.to_dict())
-            if net.name == "bridge" and not self._attached(net.id):
+            emptied = net.name == "bridge" and not self._attached(net.id)
+            if emptied:
                 self._dematerialize(net)
-            self._sync_firewall()
+            if had_ports or emptied:
+                self._sync_firewall()
             self._rebuild_dns_view()
 
     def publish(self, container_id: str, ports: list[PortMapping]) -> list[PortMapping]:
@@ -400,9 +403,10 @@ class NetworkManager:
             self._ctr_store.delete(container_id)
             del self._containers[container_id]
             default = self.network("bridge")
-            if any(e.network_id == default.id for e in ctr.endpoints) and not self._attached(default.id):
+            emptied = any(e.network_id == default.id for e in ctr.endpoints) and not self._attached(default.id)
+            if emptied:
                 self._dematerialize(default)
-            if ctr.ports or ctr.endpoints:
+            if ctr.ports or emptied:
                 self._sync_firewall()
             self._rebuild_dns_view()
 

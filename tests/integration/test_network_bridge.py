@@ -330,8 +330,29 @@ def test_published_udp_port_from_localhost_and_other_machine(env, unique, remote
     assert out.stdout.strip() == "echo-two", out.stderr
 
 
-def test_internal_network_has_no_way_out(env, unique, remote):
-    _remote_ns, host_ip, remote_ip = remote
+PEER_ECHO = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8081))
+s.listen(4)
+print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    c.sendall(peer[0].encode() + b"\\n")
+    c.close()
+"""
+
+
+def test_outbound_traffic_is_masqueraded_and_internal_network_has_no_way_out(env, unique, remote):
+    remote_ns, host_ip, remote_ip = remote
+    server = subprocess.Popen(["nsenter", f"--net={remote_ns}", sys.executable, "-c", PEER_ECHO], stdout=subprocess.PIPE, text=True)
+    env.procs.append(server)
+    assert server.stdout.readline().strip() == "ready"
+    out_net = env.nm.create_network(f"out-{unique}", subnet=ten())
+    o = env.container(f"o{unique}", out_net.name)
+    # the other machine sees the host's address, not the container's
+    assert in_ns(o, BUSYBOX, "nc", "-w", "3", remote_ip, "8081").stdout.strip() == host_ip
     net = env.nm.create_network(f"int-{unique}", subnet=ten(), internal=True)
     a = env.container(f"a{unique}", net.name, name="one")
     env.container(f"b{unique}", net.name, name="two")
@@ -487,3 +508,47 @@ def test_bad_requests_fail_cleanly(env, unique):
     env.nm.release(f"c{unique}")  # idempotent
     env.nm.remove_network(net.name)
     assert leftovers(unique) == []  # last network gone: no chain, no bridge
+
+
+def test_two_instances_on_one_host_never_touch_each_other(env, unique, tmp_path):
+    other_instance = unique[::-1]
+    other = Env(tmp_path / "other-root", other_instance, [])
+    try:
+        mine = env.nm.create_network(f"m-{unique}", subnet=ten())
+        theirs = other.nm.create_network(f"t-{unique}", subnet=ten())
+        a = env.container(f"a{unique}", mine.name)
+        b = other.container(f"b{unique}", theirs.name)
+        env.nm.release(f"a{unique}")
+        env.nm.remove_network(mine.name)
+        env.nm.recover(live_ids=[])  # the orphan scan of one instance spares the other's objects
+        assert leftovers(unique) == []
+        assert leftovers(other_instance) != []
+        assert in_ns(b, BUSYBOX, "ping", "-c", "1", "-W", "2", theirs.gateway).returncode == 0
+        assert not Path(a).exists()
+    finally:
+        other.cleanup()
+    assert leftovers(other_instance) == []
+
+
+def test_concurrent_connects_get_distinct_addresses(env, unique):
+    net = env.nm.create_network(f"c-{unique}", subnet=ten())
+    ids = [f"t{i}{unique}" for i in range(8)]
+    errors: list[BaseException] = []
+
+    def wire(cid: str) -> None:
+        try:
+            env.container(cid, net.name)
+        except BaseException as e:  # collected and re-raised in the test thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=wire, args=(cid,)) for cid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    ips = [env.nm.endpoints(cid)[0].ip for cid in ids]
+    assert len(set(ips)) == len(ids)
+    first = env.nm.names.netns_path(ids[0])
+    for ip in ips[1:]:
+        assert in_ns(str(first), BUSYBOX, "ping", "-c", "1", "-W", "2", ip).returncode == 0
