@@ -11,6 +11,8 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from .errors import Conflict
+
 
 def _sysctl(path: str, value: str) -> None:
     Path(path).write_text(value)
@@ -52,6 +54,9 @@ class Links:
                     raise
             idx = self.index(name)
             assert idx is not None
+        kind = self.ipr.get_links(idx)[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")
+        if kind != "bridge":
+            raise Conflict(f"interface {name} exists and is not a bridge: remove it or choose another name")
         have = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in self.ipr.get_addr(index=idx, family=2)}
         if (gateway, prefixlen) not in have:
             self.ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)

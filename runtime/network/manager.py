@@ -1,7 +1,7 @@
 """NetworkManager: the networks of one agent (instance) on one host.
 
 State lives in <root>/network/: `networks/<id>.json` (one record per network) and
-`containers/<id>.json` (a container's namespace path, endpoints with their addresses, published
+`containers/<id>.log` (a container's namespace path, endpoints with their addresses, published
 ports). Addresses are allocated *inside* the container record, so one atomic write allocates and
 records them together (see ipam.py). The order of every operation is chosen so that a kill -9
 at any point loses nothing and leaks nothing that `recover` cannot find:
@@ -49,7 +49,7 @@ DEFAULT_MTU = 1500
 
 @dataclass
 class _Container:
-    """What the manager knows of one container (persisted as containers/<id>.json)."""
+    """What the manager knows of one container (persisted as containers/<id>.log)."""
 
     id: str
     hostname: str
@@ -169,6 +169,8 @@ class NetworkManager:
                     raise InvalidArgument(f"bridge name {bridge_name!r} must be at most 15 characters of [A-Za-z0-9_.-]")
                 if bridge_name in used_bridges:
                     raise Conflict(f"bridge {bridge_name} is already used by another network")
+                if self._host_links().index(bridge_name) is not None:  # never adopt (and later delete) a host link
+                    raise Conflict(f"interface {bridge_name} already exists on the host: choose another bridge name")
             else:
                 while self.names.bridge_for(net_id) in used_bridges:
                     net_id = secrets.token_hex(32)

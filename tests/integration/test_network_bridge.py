@@ -459,6 +459,17 @@ def test_recover_deletes_orphans_of_its_instance_only(env, unique):
                     ipr.link("del", ifname=name)
 
 
+def test_custom_bridge_name(env, unique):
+    net = env.nm.create_network(f"cb-{unique}", subnet=ten(), options={"com.docker.network.bridge.name": f"cb{unique}"})
+    assert net.bridge == f"cb{unique}"
+    path = env.container(f"c{unique}", net.name)
+    assert in_ns(path, BUSYBOX, "ping", "-c", "1", "-W", "2", net.gateway).returncode == 0
+    env.nm.release(f"c{unique}")
+    env.nm.remove_network(net.name)
+    with IPRoute() as ipr:
+        assert not ipr.link_lookup(ifname=f"cb{unique}")
+
+
 def test_default_bridge_host_and_none(env, unique):
     names = {n.name for n in env.nm.networks()}
     assert {"bridge", "host", "none"} <= names
@@ -493,6 +504,8 @@ def test_bad_requests_fail_cleanly(env, unique):
         env.nm.create_network(f"y-{unique}", subnet=ten(), options={"com.example.bogus": "1"})
     with pytest.raises(InvalidArgument, match="MTU"):
         env.nm.create_network(f"y-{unique}", subnet=ten(), options={"com.docker.network.driver.mtu": "big"})
+    with pytest.raises(Conflict, match="already exists on the host"):
+        env.nm.create_network(f"y-{unique}", subnet=ten(), options={"com.docker.network.bridge.name": "lo"})
     with pytest.raises(NotFound):
         env.nm.network(f"nope-{unique}")
     with pytest.raises(NotFound, match="prepare"):
