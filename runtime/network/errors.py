@@ -1,24 +1,16 @@
-"""Exceptions of the network library.
+"""Exceptions of the network library: the runtime's own hierarchy (flotilla.runtime.errors).
 
-`flotilla.runtime.errors` (the runtime branch) had not landed when this package was written, so
-the network layer defines its own small hierarchy. Every message is one line that says what to
-fix; callers (the agent's API) map the classes to gRPC codes: NotFound -> NOT_FOUND,
-Conflict -> ALREADY_EXISTS / FAILED_PRECONDITION, InvalidArgument -> INVALID_ARGUMENT.
+The network package is part of the runtime layer, so it raises the runtime's NotFound, Conflict
+and InvalidArgument (the agent maps them to gRPC codes) and adds one class for failures that are
+none of those: the kernel or iptables refusing a change. Every message is one line that says
+what to fix.
 """
 from __future__ import annotations
 
+from ..errors import Conflict, InvalidArgument, NotFound, RuntimeFault
 
-class NetworkError(Exception):
-    """Base class of every error raised by flotilla.runtime.network."""
-
-
-class NotFound(NetworkError):
-    """A network, container or endpoint that the caller named does not exist."""
+__all__ = ["NetworkError", "NotFound", "Conflict", "InvalidArgument", "RuntimeFault"]
 
 
-class Conflict(NetworkError):
-    """The request clashes with existing state (name taken, port in use, containers attached)."""
-
-
-class InvalidArgument(NetworkError):
-    """The request itself is malformed (bad subnet, bad port spec, unknown option)."""
+class NetworkError(RuntimeFault):
+    """A network change the kernel or iptables refused (the message carries their reason)."""

@@ -30,7 +30,7 @@ from typing import Any, Iterable
 from . import bridge as br
 from . import files, ipam, netlink
 from .dns import DnsServer, read_upstreams
-from .errors import Conflict, InvalidArgument, NetworkError, NotFound
+from .errors import Conflict, InvalidArgument, NetworkError, NotFound, RuntimeFault
 from .firewall import Firewall, FwNetwork, FwPort
 from .models import Endpoint, NetworkInfo, PortMapping
 from .names import Names, check_container_id
@@ -495,7 +495,7 @@ class NetworkManager:
                     for p in ctr.ports:
                         try:
                             socks.append(reserve(p)[0])
-                        except NetworkError as e:
+                        except RuntimeFault as e:
                             log.warning("published port %s of %s could not be reserved again: %s", p, cid, e)
                     self._port_socks[cid] = socks
             self._sync_firewall()

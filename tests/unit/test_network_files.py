@@ -92,3 +92,13 @@ def test_durable_store_replaces_atomically(tmp_path):
     (tmp_path / ".x.json.tmp").write_text("partial")
     assert RecordStore(tmp_path, durable=True).load_all() == {"n": {"a": 2}}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["n.json"]
+
+
+def test_network_errors_are_the_runtime_hierarchy():
+    """The agent maps runtime errors to gRPC codes: network errors must be caught by the same classes."""
+    from flotilla.runtime import errors
+    from flotilla.runtime import network
+
+    assert network.NotFound is errors.NotFound and network.Conflict is errors.Conflict
+    assert network.InvalidArgument is errors.InvalidArgument
+    assert issubclass(network.NetworkError, errors.RuntimeFault)
