@@ -1,4 +1,5 @@
-"""Container networking on the real kernel: namespaces play containers and another machine.
+"""Container networking on the real kernel: namespaces play containers and another machine
+(and, at the end, real containers started by the shim).
 
 Every kernel object carries the test's `unique` suffix (the manager's instance); subnets are
 picked at random from 10.128.0.0/9 and the "other machine" gets a random /30 of
@@ -10,6 +11,7 @@ no link, netns, netns directory, iptables rule or chain.
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import random
 import signal
@@ -24,10 +26,12 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
+from flotilla.runtime import shim
 from flotilla.runtime.network import Conflict, InvalidArgument, NetworkManager, NotFound, parse_port_spec
 from flotilla.runtime.network import netlink
 from flotilla.runtime.network.dns import build_answer, parse_query
 from flotilla.runtime.network.names import Names
+from flotilla.runtime.shim import BindMount, ShimConfig
 
 pytestmark = pytest.mark.root
 BUSYBOX = "/bin/busybox"
@@ -565,3 +569,80 @@ def test_concurrent_connects_get_distinct_addresses(env, unique):
     first = env.nm.names.netns_path(ids[0])
     for ip in ips[1:]:
         assert in_ns(str(first), BUSYBOX, "ping", "-c", "1", "-W", "2", ip).returncode == 0
+
+
+# ----------------------------------------------------------------------------- with the shim
+# The integration surface end to end: real containers started by the shim join the namespaces
+# NetworkManager prepared (`netns=`), with its /etc files bind-mounted; A finds B by name
+# through /etc/resolv.conf (the embedded DNS server on the gateway) and talks to it.
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def start(nm: NetworkManager, tmp: Path, lower: Path, cid: str, args: list[str]) -> shim.ShimProcess:
+    """What the runtime will do: bundle, /etc files from the network manager, netns= from prepare."""
+    bundle = tmp / f"bundle-{cid}"
+    for d in ("upper", "work", "rootfs", "exec"):
+        (bundle / d).mkdir(parents=True)
+    mounts = []
+    for dest, text in nm.container_files(cid).items():
+        src = bundle / Path(dest).name
+        src.write_text(text)
+        mounts.append(BindMount(str(src), dest))
+    netns = str(nm.names.netns_path(cid))
+    ShimConfig(args=args, env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], hostname=nm.endpoints(cid)[0].name or cid,
+               lowerdir=[str(lower)], upperdir=str(bundle / "upper"), workdir=str(bundle / "work"),
+               rootfs=str(bundle / "rootfs"), log=str(bundle / "log.json"), mounts=mounts, netns=netns,
+               namespaces=[ns for ns in shim.ALL_NAMESPACES if ns != "net"]).write(bundle / "shim.conf")
+    return shim.run(bundle)
+
+
+def log_text(tmp: Path, cid: str) -> str:
+    path = tmp / f"bundle-{cid}" / "log.json"
+    return "".join(json.loads(line)["log"] for line in path.read_text().splitlines()) if path.exists() else ""
+
+
+def test_containers_from_the_shim_find_each_other_by_name(tmp_path, unique, busybox_rootfs):
+    nm = NetworkManager(tmp_path / "root", instance=unique, default_subnet=ten(), dns_upstreams=[])
+    procs: list[shim.ShimProcess] = []
+    try:
+        net = nm.create_network(f"app-{unique}", subnet=ten())
+        for cid, name in ((f"b{unique}", "beta"), (f"a{unique}", "alpha")):
+            nm.prepare(cid, name)
+            nm.connect(cid, net.name, name=name)
+        ip_b = nm.endpoints(f"b{unique}")[0].ip
+        procs.append(start(nm, tmp_path, busybox_rootfs, f"b{unique}", ["nc", "-ll", "-p", "80", "-e", "echo", "hi-from-beta"]))
+        script = ("cat /etc/hostname; grep alpha /etc/hosts; "
+                  "ip=$(nslookup beta | sed -n 's/^Address: *//p' | tail -n1); echo resolved=$ip; "
+                  "for i in 1 2 3 4 5 6 7 8 9 10; do out=$(nc -w 2 $ip 80) && break; sleep 0.2; done; echo got=$out")
+        a = start(nm, tmp_path, busybox_rootfs, f"a{unique}", ["sh", "-c", script])
+        procs.append(a)
+        status = a.wait(timeout=60)
+        out = log_text(tmp_path, f"a{unique}")
+        assert status.code == 0, out
+        ip_a = nm.endpoints(f"a{unique}")[0].ip
+        assert out.splitlines()[:2] == ["alpha", f"{ip_a}\talpha"]
+        assert f"resolved={ip_b}" in out
+        assert "got=hi-from-beta" in out
+    finally:
+        for p in procs:
+            if _alive(p.shim_pid):
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while any(_alive(p.shim_pid) for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for cid in nm.containers():
+            nm.release(cid)
+        for n in nm.networks():
+            if not n.builtin:
+                nm.remove_network(n.id)
+        nm.close()
+    assert leftovers(unique) == []
+    assert not [line for line in open("/proc/self/mountinfo") if unique in line]
+    assert not [p.shim_pid for p in procs if _alive(p.shim_pid)]
