@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .errors import NetworkError
 from .names import Names
 
-SUFFIXES = {"filter": ("FWD", "ISO1", "ISO2"), "nat": ("DNAT", "POST")}
+SUFFIXES = {"filter": ("FWD", "ISO1", "ISO2", "IN"), "nat": ("DNAT", "POST")}
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Firewall:
         self.n = names
         c = names.chain
         self.jumps = {
-            "filter": [("FORWARD", f"-j {c('FWD')}", True)],
+            "filter": [("FORWARD", f"-j {c('FWD')}", True), ("INPUT", f"-j {c('IN')}", True)],
             "nat": [
                 ("PREROUTING", f"-m addrtype --dst-type LOCAL -j {c('DNAT')}", False),
                 ("OUTPUT", f"-m addrtype --dst-type LOCAL -j {c('DNAT')}", False),
@@ -66,7 +66,7 @@ class Firewall:
     def render(self, networks: list[FwNetwork], ports: list[FwPort]) -> dict[str, list[str]]:
         """The rules of every chain of ours, per table, in iptables-restore syntax."""
         c = self.n.chain
-        fwd, iso1, iso2, dnat, post = c("FWD"), c("ISO1"), c("ISO2"), c("DNAT"), c("POST")
+        fwd, iso1, iso2, dnat, post, inp = c("FWD"), c("ISO1"), c("ISO2"), c("DNAT"), c("POST"), c("IN")
         filt = [f"-A {fwd} -j {iso1}"]
         nat: list[str] = []
         for net in networks:
@@ -83,6 +83,10 @@ class Firewall:
                          f"-A {fwd} -o {br} -j DROP"]
                 if net.masquerade:
                     nat.append(f"-A {post} -s {net.subnet} ! -o {br} -j MASQUERADE")
+            # route_localnet on the bridge must not let a container reach the host's loopback
+            # services with forged 127.x destinations (CVE-2020-8558); replies of our own
+            # 127.0.0.1 -> published port connections are ESTABLISHED and pass.
+            filt.append(f"-A {inp} -i {br} -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP")
             # 127.0.0.1 -> published port: the source must become the bridge's address.
             nat.append(f"-A {post} -o {br} -m addrtype --src-type LOCAL -j MASQUERADE")
             # Hairpin: a container reaching a published port of its own bridge through the host.

@@ -371,6 +371,30 @@ def test_outbound_traffic_is_masqueraded_and_internal_network_has_no_way_out(env
         env.nm.publish(f"a{unique}", parse_port_spec("80"))
 
 
+def test_container_cannot_reach_host_loopback_services_despite_route_localnet(env, unique):
+    """route_localnet on the bridge (for 127.0.0.1 published ports) must not open the host's
+    loopback to a container that forges 127.x destinations (CVE-2020-8558)."""
+    net = env.nm.create_network(f"l-{unique}", subnet=ten())
+    c = env.container(f"c{unique}", net.name)
+    env.nm.publish(f"c{unique}", parse_port_spec("127.0.0.1::80"))  # the case that needs route_localnet
+    loopback = f"127.{random.randrange(1, 255)}.{random.randrange(256)}.{random.randrange(1, 255)}"
+    with socket.socket() as host_service:
+        host_service.bind((loopback, 0))  # the host's lo holds all of 127/8
+        host_service.listen(1)
+        port = host_service.getsockname()[1]
+        # Inside the container: stop treating 127/8 (except its own 127.0.0.1) as local and route
+        # it to the host, as an attacker with CAP_NET_ADMIN in its namespace could.
+        forge = ("ip route del table local 127.0.0.0/8 dev lo && "
+                 "echo 1 > /proc/sys/net/ipv4/conf/eth0/route_localnet && "
+                 f"ip route add 127.0.0.0/8 via {net.gateway} dev eth0 && "
+                 f"{BUSYBOX} nc -w 2 {loopback} {port} </dev/null; echo rc=$?")
+        out = in_ns(c, "sh", "-c", forge)
+        assert out.stdout.strip() == "rc=1", out  # the routes were made; only the connection failed
+        host_service.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            host_service.accept()
+
+
 def test_ipam_exhaustion_reuse_and_static_addresses(env, unique):
     net = env.nm.create_network(f"small-{unique}", subnet=ten(29))  # 5 container addresses
     ids = [f"c{i}{unique}" for i in range(5)]

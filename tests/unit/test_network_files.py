@@ -60,6 +60,7 @@ def test_firewall_rules_for_a_normal_and_an_internal_network():
     assert "-A FLOTILLA-t1-ISO1 -i flt1-aaaa ! -o flt1-aaaa -j FLOTILLA-t1-ISO2" in filt
     assert "-A FLOTILLA-t1-ISO2 -o flt1-bbbb -j DROP" in filt
     assert "-A FLOTILLA-t1-FWD -i flt1-bbbb ! -o flt1-bbbb -j DROP" in filt
+    assert "-A FLOTILLA-t1-IN -i flt1-aaaa -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP" in filt
 
 
 def test_journal_store_keeps_the_last_whole_record(tmp_path):
