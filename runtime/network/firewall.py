@@ -71,7 +71,8 @@ class Firewall:
         nat: list[str] = []
         for net in networks:
             br = net.bridge
-            filt.append(f"-A {iso1} -i {br} ! -o {br} -j {iso2}")
+            # Published ports stay reachable from other networks (as through Docker's proxy).
+            filt.append(f"-A {iso1} -i {br} ! -o {br} -m conntrack ! --ctstate DNAT -j {iso2}")
             filt.append(f"-A {iso2} -o {br} -j DROP")
             if net.internal:
                 filt += [f"-A {fwd} -i {br} ! -o {br} -j DROP", f"-A {fwd} -o {br} ! -i {br} -j DROP",

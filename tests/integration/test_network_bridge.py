@@ -273,6 +273,12 @@ def test_networks_are_isolated_from_each_other(env, unique):
     assert in_ns(b, BUSYBOX, "ping", "-c", "1", "-W", "1", ip_a2).returncode != 0
     # names of another network are not visible either (the upstream answers instead)
     assert nslookup(a, f"b{unique}", n1.gateway) == ["203.0.113.99"]
+    # a port B publishes is reachable from A through the host, B's own address is not
+    (m,) = env.nm.publish(f"b{unique}", parse_port_spec("0:80"))
+    env.serve(b, 80, "published")
+    wait_listening(ip_b, 80)
+    assert in_ns(a, BUSYBOX, "nc", "-w", "3", n1.gateway, str(m.host_port)).stdout.strip() == "published"
+    assert in_ns(a, BUSYBOX, "nc", "-w", "1", ip_b, "80").stdout.strip() == ""
 
 
 def test_published_port_from_host_localhost_other_machine_and_hairpin(env, unique, remote):

@@ -57,7 +57,7 @@ def test_firewall_rules_for_a_normal_and_an_internal_network():
     assert "203.0.113.0/24 ! -o flt1-bbbb -j MASQUERADE" not in nat  # internal: no way out
     assert ("-A FLOTILLA-t1-DNAT -d 127.0.0.1/32 -p tcp -m tcp --dport 8080 "
             "-j DNAT --to-destination 198.51.100.2:80") in nat
-    assert "-A FLOTILLA-t1-ISO1 -i flt1-aaaa ! -o flt1-aaaa -j FLOTILLA-t1-ISO2" in filt
+    assert "-A FLOTILLA-t1-ISO1 -i flt1-aaaa ! -o flt1-aaaa -m conntrack ! --ctstate DNAT -j FLOTILLA-t1-ISO2" in filt
     assert "-A FLOTILLA-t1-ISO2 -o flt1-bbbb -j DROP" in filt
     assert "-A FLOTILLA-t1-FWD -i flt1-bbbb ! -o flt1-bbbb -j DROP" in filt
     assert "-A FLOTILLA-t1-IN -i flt1-aaaa -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP" in filt
