@@ -144,8 +144,9 @@ class DnsServer:
         return set(self._ports)
 
     def listen(self, address: str) -> None:
-        """Start answering on address:port, UDP and TCP (bound here, so errors reach the caller)."""
-        if address in self._ports:
+        """Start answering on address:port, UDP and TCP (bound here, so errors reach the caller).
+        After stop() the server stays stopped: requests to listen are ignored."""
+        if address in self._ports or self._stop:
             return
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
@@ -165,8 +166,8 @@ class DnsServer:
             self._thread.start()
 
     def unlisten(self, address: str) -> None:
-        self._ports.pop(address, None)
-        self._post(address, None)
+        if self._ports.pop(address, None) is not None and not self._stop:
+            self._post(address, None)
 
     def port_of(self, address: str) -> int:
         """The port bound on `address` (differs from `port` only when that is 0, in tests)."""

@@ -455,7 +455,7 @@ class NetworkManager:
 
     # ------------------------------------------------------------------ recovery
 
-    def recover(self, live_ids: Iterable[str] = ()) -> None:
+    def recover(self, live_ids: Iterable[str]) -> None:
         """After an agent restart: release containers that are gone, re-create missing bridges,
         addresses, rules, DNS listeners and port reservations, and delete kernel objects of this
         instance that no record names (left by a crash between two steps)."""

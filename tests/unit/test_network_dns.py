@@ -156,3 +156,12 @@ def test_server_without_forwarding_answers_servfail():
         assert ask(server.port_of("127.0.0.1"), "x.example") == (2, [])
     finally:
         server.stop()
+
+
+def test_a_stopped_server_ignores_listen_requests():
+    server = DnsServer(lambda *a: None, [], forwards_for=lambda listen: False, port=0)
+    server.listen("127.0.0.1")
+    server.stop()
+    server.listen("127.0.0.1")
+    server.unlisten("127.0.0.1")
+    assert server.listening() == set()
