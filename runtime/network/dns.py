@@ -17,6 +17,7 @@ that a bind error reaches the caller. TCP forwards block, so each runs in a shor
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import selectors
@@ -148,17 +149,21 @@ class DnsServer:
         After stop() the server stays stopped: requests to listen are ignored."""
         if address in self._ports or self._stop:
             return
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-        try:
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            udp.bind((address, self.port))
-            tcp.bind((address, udp.getsockname()[1]))
-            tcp.listen(64)
-        except OSError:
-            udp.close()
-            tcp.close()
-            raise
+        for attempt in range(20):
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+            try:
+                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                udp.bind((address, self.port))
+                tcp.bind((address, udp.getsockname()[1]))
+                tcp.listen(64)
+                break
+            except OSError as e:
+                udp.close()
+                tcp.close()
+                # port 0 (tests): the UDP port the kernel picked may be taken for TCP; pick again
+                if self.port != 0 or e.errno != errno.EADDRINUSE or attempt == 19:
+                    raise
         self._ports[address] = udp.getsockname()[1]
         self._post(address, (udp, tcp))
         if self._thread is None:
