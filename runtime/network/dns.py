@@ -31,13 +31,17 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 QTYPE_A = 1
+QTYPE_PTR = 12
 QTYPE_ANY = 255
+REVERSE_SUFFIX = ".in-addr.arpa"
 RCODE_NOERROR, RCODE_FORMERR, RCODE_SERVFAIL, RCODE_NXDOMAIN = 0, 1, 2, 3
 TTL = 600
 _HDR = struct.Struct("!HHHHHH")
 
 # resolver(listen_ip, client_ip, name) -> addresses, or None when the name is not a container's
 Resolver = Callable[[str, str, str], "list[str] | None"]
+# reverse(listen_ip, client_ip, address) -> the container's name, or None when it is no container's
+Reverse = Callable[[str, str, str], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,24 @@ def build_answer(q: Question, addresses: list[str], rcode: int = RCODE_NOERROR) 
     return bytes(out)
 
 
+def build_ptr_answer(q: Question, target: str) -> bytes:
+    """An authoritative answer with one PTR record naming `target`."""
+    flags = 0x8000 | 0x0400 | (q.flags & 0x0100) | 0x0080
+    rdata = b"".join(bytes([len(p)]) + p.encode() for p in target.split(".") if p) + b"\0"
+    return (_HDR.pack(q.ident, flags, 1, 1, 0, 0) + q.raw
+            + struct.pack("!HHHIH", 0xC00C, QTYPE_PTR, 1, TTL, len(rdata)) + rdata)
+
+
+def reverse_address(name: str) -> str | None:
+    """"4.3.2.1.in-addr.arpa" -> "1.2.3.4"; None for anything else."""
+    if not name.endswith(REVERSE_SUFFIX):
+        return None
+    parts = name[: -len(REVERSE_SUFFIX)].split(".")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) < 256 for p in parts):
+        return None
+    return ".".join(reversed(parts))
+
+
 def read_upstreams(resolv_conf_text: str) -> list[tuple[str, int]]:
     """IPv4 nameservers of a resolv.conf text."""
     out = []
@@ -123,8 +145,10 @@ class DnsServer:
     """Answers container names on the gateway addresses it is told to listen on."""
 
     def __init__(self, resolver: Resolver, upstreams: list[tuple[str, int]],
-                 forwards_for: Callable[[str], bool], port: int = 53, timeout: float = 2.0) -> None:
+                 forwards_for: Callable[[str], bool], port: int = 53, timeout: float = 2.0,
+                 reverse: Reverse | None = None) -> None:
         self.resolver = resolver
+        self.reverse = reverse
         self.upstreams = upstreams
         self.forwards_for = forwards_for
         self.port = port
@@ -251,10 +275,14 @@ class DnsServer:
     def _lookup(self, address: str, client: str, q: Question) -> bytes | None:
         """The local answer, SERVFAIL when the query may not be forwarded, None to forward it."""
         try:
-            found = self.resolver(address, client, q.name)
+            ptr = reverse_address(q.name) if q.qtype == QTYPE_PTR and self.reverse else None
+            target = self.reverse(address, client, ptr) if ptr and self.reverse else None
+            found = None if ptr else self.resolver(address, client, q.name)
         except Exception:  # a resolver bug must not kill the server thread
             log.exception("dns resolver failed for %s", q.name)
-            found = None
+            target = found = None
+        if target is not None:
+            return build_ptr_answer(q, target)
         if found is not None:
             return build_answer(q, found)
         if not self.upstreams or not self.forwards_for(address):

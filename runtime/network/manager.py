@@ -91,7 +91,7 @@ class NetworkManager:
         self._port_socks: dict[str, list[socket.socket]] = {}
         self._last_ip: dict[str, str] = {}
         upstreams = dns_upstreams if dns_upstreams is not None else read_upstreams(files.read_host_resolv_conf(resolv_conf))
-        self._dns = DnsServer(self._resolve, upstreams, self._forwards_for, port=dns_port)
+        self._dns = DnsServer(self._resolve, upstreams, self._forwards_for, port=dns_port, reverse=self._reverse)
         self._dns_view: dict[str, Any] = {}
         self._rebuild_dns_view()
 
@@ -585,27 +585,42 @@ class NetworkManager:
         member: dict[tuple[str, str], str] = {}
         nets_of: dict[str, list[str]] = {}
         names: dict[str, dict[str, list[str]]] = {nid: {} for nid in user}
+        ptr: dict[tuple[str, str], str] = {}
         for c in self._containers.values():
             for e in c.endpoints:
                 member[(e.network_id, e.ip)] = c.id
                 if e.network_id not in user:
                     continue
                 nets_of.setdefault(c.id, []).append(e.network_id)
+                ptr[(e.network_id, e.ip)] = (e.name or c.id[:12]).lower()
                 for key in {e.name, *e.aliases, c.id, c.id[:12]} - {""}:
                     names[e.network_id].setdefault(key.lower(), []).append(e.ip)
         internal = {n.gateway for n in self._networks.values() if n.internal}
-        self._dns_view = {"by_gw": by_gw, "member": member, "nets_of": nets_of, "names": names, "internal": internal}
+        self._dns_view = {"by_gw": by_gw, "member": member, "nets_of": nets_of, "names": names, "ptr": ptr,
+                          "internal": internal}
+
+    def _visible_networks(self, view: dict[str, Any], listen: str, client: str) -> list[str]:
+        """The networks whose names an asker sees: all it shares with others, or the one asked on."""
+        net = view["by_gw"].get(listen)
+        if net is None:
+            return []
+        cid = view["member"].get((net, client))
+        return view["nets_of"].get(cid, [net]) if cid else [net]
 
     def _resolve(self, listen: str, client: str, qname: str) -> list[str] | None:
         view = self._dns_view
-        net = view["by_gw"].get(listen)
-        if net is None:
-            return None
-        cid = view["member"].get((net, client))
-        for nid in view["nets_of"].get(cid, [net]) if cid else [net]:
+        for nid in self._visible_networks(view, listen, client):
             found = view["names"].get(nid, {}).get(qname.rstrip("."))
             if found:
                 return sorted(found)
+        return None
+
+    def _reverse(self, listen: str, client: str, ip: str) -> str | None:
+        view = self._dns_view
+        for nid in self._visible_networks(view, listen, client):
+            name = view["ptr"].get((nid, ip))
+            if name:
+                return name
         return None
 
     def _forwards_for(self, listen: str) -> bool:

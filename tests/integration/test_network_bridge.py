@@ -228,6 +228,8 @@ def test_two_containers_reach_each_other_by_ip_and_by_name(env, unique):
     assert in_ns(a, BUSYBOX, "nc", "-w", "3", ip_b, "7000").stdout.strip() == "hello-from-b"
     for name in (f"beta-{unique}", "db", f"b{unique}"):
         assert nslookup(a, name, net.gateway) == [ip_b], name
+    # reverse lookups of container addresses name the container
+    assert f"name = beta-{unique}" in in_ns(a, BUSYBOX, "nslookup", ip_b, net.gateway).stdout
     # unknown names are forwarded to the upstream (the fake one on loopback)
     assert nslookup(a, "example.org", net.gateway) == ["203.0.113.99"]
     # the files Docker would write

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from flotilla.runtime.network.dns import DnsServer, build_answer, parse_query, read_upstreams
+from flotilla.runtime.network.dns import DnsServer, build_answer, build_ptr_answer, parse_query, read_upstreams, reverse_address
 
 
 def query(name: str, qtype: int = 1, ident: int = 0x1234) -> bytes:
@@ -165,3 +165,23 @@ def test_a_stopped_server_ignores_listen_requests():
     server.listen("127.0.0.1")
     server.unlisten("127.0.0.1")
     assert server.listening() == set()
+
+
+def test_reverse_lookups_of_container_addresses():
+    assert reverse_address("2.100.51.198.in-addr.arpa") == "198.51.100.2"
+    assert reverse_address("example.org") is None and reverse_address("1.2.3.in-addr.arpa") is None
+    q = parse_query(query("2.100.51.198.in-addr.arpa", qtype=12))
+    reply = build_ptr_answer(q, "web")
+    assert reply.endswith(b"\x03web\x00") and struct.unpack_from("!H", reply, 6)[0] == 1
+    server = DnsServer(lambda *a: None, [], forwards_for=lambda listen: False, port=0,
+                       reverse=lambda listen, client, ip: "web" if ip == "198.51.100.2" else None)
+    try:
+        server.listen("127.0.0.1")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+            c.settimeout(5)
+            c.sendto(query("2.100.51.198.in-addr.arpa", qtype=12), ("127.0.0.1", server.port_of("127.0.0.1")))
+            assert c.recvfrom(4096)[0].endswith(b"\x03web\x00")
+            c.sendto(query("3.100.51.198.in-addr.arpa", qtype=12), ("127.0.0.1", server.port_of("127.0.0.1")))
+            assert struct.unpack_from("!H", c.recvfrom(4096)[0], 2)[0] & 0xF == 2  # not ours, no forwarding
+    finally:
+        server.stop()
