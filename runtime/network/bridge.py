@@ -64,6 +64,12 @@ class Links:
         _sysctl(f"/proc/sys/net/ipv4/conf/{name}/route_localnet", "1")
         return idx
 
+    def delete_bridge(self, name: str) -> None:
+        """Delete a bridge of ours; a link of that name that is no bridge is not ours: left alone."""
+        idx = self.index(name)
+        if idx is not None and self.ipr.get_links(idx)[0].get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND") == "bridge":
+            self.delete(name)
+
     def delete(self, name: str) -> None:
         """Delete a link by name; already gone is fine (idempotent teardown)."""
         try:

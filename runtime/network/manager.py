@@ -557,7 +557,7 @@ class NetworkManager:
 
     def _dematerialize(self, net: NetworkInfo) -> None:
         self._dns.unlisten(net.gateway)
-        self._host_links().delete(net.bridge)
+        self._host_links().delete_bridge(net.bridge)
 
     def _sync_firewall(self) -> None:
         nets = [FwNetwork(n.bridge, n.subnet, n.internal, n.masquerade) for n in self._networks.values() if self._needs_bridge(n)]
