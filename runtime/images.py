@@ -314,6 +314,27 @@ class ImageStore:
             self._save(meta)
             return self.info(image_id)
 
+    def register_image(self, manifest_digest: str, tags: list[str], repo_digests: list[str] | None = None) -> ImageInfo:
+        """Publish an image whose manifest, config and layer blobs are already stored (issue 3: pull, load, build).
+
+        The caller verified the blobs; this checks they are all present (a concurrent gc may
+        have raced) and then records the image and its tags in one atomic metadata write. An
+        image id already known keeps its manifest and gains the new tags and repo digests.
+        """
+        with self.lock:
+            manifest = json.loads(self.content.read(manifest_digest))
+            image_id = manifest["config"]["digest"]
+            for d in [image_id] + [layer["digest"] for layer in manifest["layers"]]:
+                if not self.content.has(d):
+                    raise NotFound(f"blob {d} of manifest {manifest_digest} is not in the content store")
+            meta = self._meta()
+            entry = meta["images"].setdefault(image_id, {"manifest": manifest_digest})
+            entry["repo_digests"] = sorted(set(entry.get("repo_digests", [])) | set(repo_digests or []))
+            for tag in tags:
+                meta["tags"][tag] = image_id
+            self._save(meta)
+            return self.info(image_id)
+
     def tag(self, source: str, target: str) -> None:
         with self.lock:
             image_id = self.resolve(source)

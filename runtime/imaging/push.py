@@ -1,0 +1,77 @@
+"""`docker push`: layers and config (skipping what the registry has), then the manifest.
+
+For each blob: HEAD in the target repository ("Layer already exists"); else a cross-repository
+mount from a repository of the same registry this store knows holds it (from the images' repo
+digests, "Mounted from ..."); else a chunked, resumable upload. The manifest goes last, so a
+registry never holds a manifest whose blobs are missing.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+from ..images import ImageStore
+from .manifest import Descriptor, Manifest, parse_manifest
+from .progress import ByteCounter, Progress, ProgressEvent, ignore, short_id
+from .reference import ImageRef, parse
+from .registry import RegistryClient
+
+MAX_CONCURRENT = 5  # Docker's default max-concurrent-uploads
+
+
+def mount_sources(images: ImageStore, domain: str, digest: str, exclude: str) -> list[str]:
+    """Repositories on `domain` that hold `digest`, known from repo digests of stored images."""
+    meta = images._meta()
+    sources: list[str] = []
+    for entry in meta["images"].values():
+        manifest = json.loads(images.content.read(entry["manifest"]))
+        if digest not in {d["digest"] for d in manifest["layers"]} | {manifest["config"]["digest"]}:
+            continue
+        for rd in entry.get("repo_digests", []):
+            r = parse(rd.partition("@")[0], default_tag=False)
+            if r.domain == domain and r.path != exclude and r.path not in sources:
+                sources.append(r.path)
+    return sources
+
+
+def push_blob(images: ImageStore, client: RegistryClient, repo: str, desc: Descriptor, progress: Progress) -> None:
+    ident = short_id(desc.digest)
+    if client.blob_exists(repo, desc.digest, scope=f"repository:{repo}:pull,push"):
+        progress(ProgressEvent(ident, "Layer already exists", desc.size, desc.size))
+        return
+    for source in mount_sources(images, client.domain, desc.digest, repo):
+        if client.mount_blob(repo, desc.digest, source):
+            progress(ProgressEvent(ident, f"Mounted from {source}", desc.size, desc.size))
+            return
+    path = images.content.path(desc.digest)
+
+    def open_at(offset: int):  # noqa: ANN202 - a file object
+        f = open(path, "rb")
+        f.seek(offset)
+        return f
+
+    counter = ByteCounter(progress, ident, "Pushing", desc.size)
+    client.upload_blob(repo, desc.digest, desc.size, open_at, on_bytes=counter)
+    progress(ProgressEvent(ident, "Pushed", desc.size, desc.size))
+
+
+def push(images: ImageStore, client: RegistryClient, ref: ImageRef, progress: Progress = ignore,
+         max_concurrent: int = MAX_CONCURRENT) -> str:
+    """Push the local image `ref` to its registry under `ref.tag`; returns the manifest digest."""
+    with images.lock:
+        image_id = images.resolve(ref.familiar())
+        manifest_digest = images._meta()["images"][image_id]["manifest"]
+        body = images.content.read(manifest_digest)
+    manifest = parse_manifest(body)
+    assert isinstance(manifest, Manifest)  # the store only records image manifests
+    progress(ProgressEvent("", f"The push refers to repository [{ref.repository}]"))
+    blobs = list(manifest.layers) + [manifest.config]
+    for d in manifest.layers:
+        progress(ProgressEvent(short_id(d.digest), "Preparing", 0, d.size))
+    with ThreadPoolExecutor(max_workers=max(1, max_concurrent)) as pool:
+        for fut in [pool.submit(push_blob, images, client, ref.path, d, progress) for d in blobs]:
+            fut.result()
+    digest = client.put_manifest(ref.path, ref.tag or manifest_digest, body, manifest.media_type) or manifest_digest
+    images.register_image(manifest_digest, [], repo_digests=[f"{ref.familiar_name}@{digest}"])
+    progress(ProgressEvent("", f"{ref.tag or 'latest'}: digest: {digest} size: {len(body)}"))
+    return digest

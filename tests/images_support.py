@@ -1,0 +1,153 @@
+"""Shared helpers of the image tests: a real `docker-registry` on loopback, image builders.
+
+Imported by tests/*/test_images_*.py (the tests/ dir is on sys.path because of conftest.py).
+The registry is Debian's docker-registry (distribution 2.8) on a free 127.0.0.1 port with its
+storage in the test's tmp dir; it is killed and its files removed when the test ends.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import tarfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import bcrypt
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Registry:
+    """A running registry: `host` is `127.0.0.1:<port>`, `storage` its blob directory."""
+
+    host: str
+    storage: Path
+    proc: subprocess.Popen
+    user: str = ""
+    password: str = ""
+
+
+@contextmanager
+def run_registry(tmp: Path, htpasswd_user: tuple[str, str] | None = None) -> Iterator[Registry]:
+    """Start docker-registry on loopback (optionally with htpasswd basic auth); stop it after."""
+    port = free_port()
+    storage = tmp / "registry-storage"
+    storage.mkdir()
+    auth = ""
+    if htpasswd_user:
+        user, password = htpasswd_user
+        entry = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+        (tmp / "htpasswd").write_text(f"{user}:{entry}\n")
+        auth = f"auth:\n  htpasswd:\n    realm: flotilla-test\n    path: {tmp / 'htpasswd'}\n"
+    config = tmp / "registry.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}")
+    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / "registry.log", "wb"), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # 401 with auth: it is up
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"docker-registry did not start: {(tmp / 'registry.log').read_text()}")
+                time.sleep(0.05)
+        yield Registry(f"127.0.0.1:{port}", storage, proc, *(htpasswd_user or ("", "")))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def skopeo(*args: str) -> str:
+    """Run skopeo with loopback-only, no-TLS settings; returns stdout."""
+    return subprocess.run(["skopeo", "--insecure-policy", *args], check=True, capture_output=True, text=True).stdout
+
+
+def tar_bytes(files: dict[str, bytes | None]) -> bytes:
+    """A layer tar: name -> content (None: a directory)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            else:
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def write_oci_layout(dest: Path, layers: list[bytes], config_extra: dict | None = None, compress: str = "gzip",
+                     tag: str = "latest", arch: str = "amd64") -> dict:
+    """An OCI image layout dir (what skopeo copies from) with the given plain layer tars."""
+    blobs = dest / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def put(data: bytes) -> str:
+        d = sha(data)
+        (blobs / d[7:]).write_bytes(data)
+        return d
+
+    descs, diff_ids = [], []
+    for plain in layers:
+        diff_ids.append(sha(plain))
+        if compress == "gzip":
+            body, mt = gzip.compress(plain, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"
+        elif compress == "zstd":
+            import zstandard
+            body, mt = zstandard.ZstdCompressor().compress(plain), "application/vnd.oci.image.layer.v1.tar+zstd"
+        else:
+            body, mt = plain, "application/vnd.oci.image.layer.v1.tar"
+        descs.append({"mediaType": mt, "digest": put(body), "size": len(body)})
+    config = {"architecture": arch, "os": "linux", "created": "2026-11-22T00:00:00Z",
+              "config": {"Env": ["PATH=/bin"], **(config_extra or {})},
+              "rootfs": {"type": "layers", "diff_ids": diff_ids},
+              "history": [{"created_by": f"layer {i}"} for i in range(len(layers))]}
+    cfg = json.dumps(config).encode()
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(cfg), "size": len(cfg)},
+                "layers": descs}
+    mbytes = json.dumps(manifest).encode()
+    mdigest = put(mbytes)
+    (dest / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    index = {"schemaVersion": 2, "manifests": [{"mediaType": manifest["mediaType"], "digest": mdigest, "size": len(mbytes),
+                                                "annotations": {"org.opencontainers.image.ref.name": tag}}]}
+    (dest / "index.json").write_text(json.dumps(index))
+    return {"manifest_digest": mdigest, "config_digest": sha(cfg), "diff_ids": diff_ids}
+
+
+def store_listing(root: Path) -> dict[str, list[str]]:
+    """Everything the image store holds (blobs, layers, images.json), to compare before/after."""
+    out = {"blobs": sorted(p.name for p in (root / "blobs" / "sha256").iterdir()),
+           "layers": sorted(p.name for p in (root / "layers").iterdir())}
+    meta = root / "images.json"
+    out["meta"] = [meta.read_text()] if meta.exists() else []
+    return out
