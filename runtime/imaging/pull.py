@@ -8,7 +8,6 @@ config's diff ids. Only then is the image published; on any failure nothing new 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from ..errors import InvalidArgument
 from ..images import ImageInfo, ImageStore, chain_ids
