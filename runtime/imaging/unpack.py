@@ -63,7 +63,12 @@ def extract_layer(stream: BinaryIO, dest_fd: int) -> None:
     try:
         with tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                archive._extract_member(tar, member, dest_fd, True, as_root)
+                try:
+                    archive._extract_member(tar, member, dest_fd, True, as_root)
+                except (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError) as e:
+                    # What the tar itself makes impossible (an empty link target, a file where a
+                    # directory must be); disk errors such as ENOSPC still propagate as they are.
+                    raise InvalidArgument(f"invalid layer entry {member.name!r}: {e.strerror}") from None
                 if as_root:
                     _apply_xattrs(dest_fd, member)
     except tarfile.TarError as e:
