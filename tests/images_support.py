@@ -151,3 +151,94 @@ def store_listing(root: Path) -> dict[str, list[str]]:
     meta = root / "images.json"
     out["meta"] = [meta.read_text()] if meta.exists() else []
     return out
+
+
+def write_index_layout(dest: Path, images: list[tuple[list[bytes], str]], tag: str = "latest") -> dict:
+    """An OCI layout whose tag points to an index with one image per (layers, arch)."""
+    entries = []
+    for layers, arch in images:
+        sub = write_oci_layout(dest, layers, arch=arch, config_extra={"Labels": {"arch": arch}})
+        mbytes = (dest / "blobs" / "sha256" / sub["manifest_digest"][7:]).read_bytes()
+        entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sub["manifest_digest"],
+                        "size": len(mbytes), "platform": {"os": "linux", "architecture": arch, **({"variant": "v8"} if arch == "arm64" else {})}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}).encode()
+    idigest = sha(index)
+    (dest / "blobs" / "sha256" / idigest[7:]).write_bytes(index)
+    (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": idigest, "size": len(index),
+         "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return {"index_digest": idigest, "manifests": [e["digest"] for e in entries]}
+
+
+class FaultProxy:
+    """A loopback HTTP proxy in front of a registry that answers 500 (or drops the connection)
+    for requests matching `rule(method, path)` while `failures` lasts; -1 means forever."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import http.server
+        import threading
+
+        self.upstream = upstream
+        self.rule = lambda method, path: False
+        self.failures = 0
+        self.mode = "500"
+        self.seen: list[tuple[str, str]] = []
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _do(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                proxy.seen.append((self.command, self.path))
+                if proxy.rule(self.command, self.path) and proxy.failures != 0:
+                    proxy.failures -= 1 if proxy.failures > 0 else 0
+                    if proxy.mode == "drop":
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    msg = b'{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}'
+                    self.send_response(500)
+                    self.send_header("Content-Length", str(len(msg)))
+                    self.end_headers()
+                    self.wfile.write(msg)
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn.request(self.command, self.path, body=body if body or self.command in ("PUT", "POST", "PATCH") else None, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        if k.lower() == "location":
+                            v = v.replace(proxy.upstream, proxy.host)
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _do
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def registry_blob_path(storage: Path, digest: str) -> Path:
+    """Where docker-registry's filesystem driver keeps a blob's bytes."""
+    hexd = digest[7:]
+    return storage / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexd[:2] / hexd / "data"

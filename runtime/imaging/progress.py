@@ -53,3 +53,9 @@ class ByteCounter:
             self._last = self.current
             current = self.current
         self.sink(ProgressEvent(self.ident, self.status, current, self.total))
+
+    def finish(self) -> None:
+        """Emit the final count (rate limiting may have swallowed the last chunks)."""
+        with self._lock:
+            current = self._last = self.current
+        self.sink(ProgressEvent(self.ident, self.status, current, self.total or current))

@@ -100,6 +100,7 @@ def pull(images: ImageStore, client: RegistryClient, ref: ImageRef, platform: st
             tx.layer(chains[i])
             extracting = ByteCounter(progress, ident, "Extracting", 0)
             unpack_layer(images, chains[i], diff_ids[i], desc.digest, on_bytes=extracting)
+            extracting.finish()
             progress(ProgressEvent(ident, "Pull complete"))
 
         for i, layer in enumerate(manifest.layers):

@@ -1,0 +1,224 @@
+"""Pull, push, login against Debian's docker-registry on loopback, cross-checked with skopeo.
+
+Every failure case asserts the store is exactly as before (blobs, layers, images.json).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from images_support import (FaultProxy, registry_blob_path, run_registry, skopeo, store_listing, tar_bytes,
+                            write_index_layout, write_oci_layout)
+from flotilla.runtime.errors import InvalidArgument, NotFound
+from flotilla.runtime.images import ImageStore
+from flotilla.runtime.imaging.auth import CredentialStore
+from flotilla.runtime.imaging.errors import RegistryError, Unauthorized
+from flotilla.runtime.imaging.registry import RegistryClient
+from flotilla.runtime.imaging.service import ImageService
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def registry(tmp_path):
+    with run_registry(tmp_path) as reg:
+        yield reg
+
+
+@pytest.fixture
+def service(tmp_path):
+    return ImageService(ImageStore(tmp_path / "root"), CredentialStore(tmp_path / "docker" / "config.json"))
+
+
+def seed(tmp: Path, host: str, repo: str, layers: list[bytes], compress: str = "gzip", name: str = "oci") -> dict:
+    """Put an image into the registry with skopeo (the peer), from a generated OCI layout."""
+    info = write_oci_layout(tmp / name, layers, compress=compress)
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp / name}:latest", f"docker://{host}/{repo}")
+    return info
+
+
+LAYERS = [tar_bytes({"etc": None, "etc/os-release": b"ID=flotilla\n"}), tar_bytes({"app": None, "app/run": b"#!/bin/sh\n" * 100}),
+          tar_bytes({"app/data": os.urandom(200_000)})]
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd"])
+def test_pull_image_pushed_by_skopeo(tmp_path, registry, service, compress) -> None:
+    info = seed(tmp_path, registry.host, "team/app:1", LAYERS, compress)
+    events = []
+    image = service.pull(f"{registry.host}/team/app:1", progress=events.append)
+    assert image.id == info["config_digest"] and image.layers == info["diff_ids"]
+    assert image.repo_tags == [f"{registry.host}/team/app:1"]
+    assert image.digest == info["manifest_digest"]
+    remote = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{registry.host}/team/app:1"))
+    assert service.inspect(image.id)["RepoDigests"] == [f"{registry.host}/team/app@{remote['Digest']}"]
+    lower = service.images.lower_dirs(image.id)
+    assert (Path(lower[-1]) / "etc/os-release").read_bytes() == b"ID=flotilla\n"
+    assert {e.status for e in events} >= {"Downloading", "Pull complete", "Extracting"}
+    assert any(e.status == "Downloading" and e.current == e.total > 0 for e in events)
+    # Pull again by digest: nothing is downloaded, the layers are shared.
+    again = []
+    same = service.pull(f"{registry.host}/team/app@{info['manifest_digest']}", progress=again.append)
+    assert same.id == image.id and service.images.lower_dirs(same.id) == lower
+    assert [e.status for e in again if e.id] == ["Waiting"] * 3 + ["Already exists"] * 3
+
+
+def test_pull_platform_from_index(tmp_path, registry, service) -> None:
+    write_index_layout(tmp_path / "multi", [([LAYERS[0]], "amd64"), ([LAYERS[1]], "arm64")])
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{tmp_path / 'multi'}:latest", f"docker://{registry.host}/multi:1")
+    arm = service.pull(f"{registry.host}/multi:1", platform="linux/arm64")
+    assert service.images.oci_config(arm.id)["architecture"] == "arm64"
+    amd = service.pull(f"{registry.host}/multi:1", platform="linux/amd64")
+    assert service.images.oci_config(amd.id)["architecture"] == "amd64" and amd.id != arm.id
+    before = store_listing(tmp_path / "root")
+    with pytest.raises(NotFound, match="linux/s390x"):
+        service.pull(f"{registry.host}/multi:1", platform="linux/s390x")
+    assert store_listing(tmp_path / "root") == before
+
+
+def test_push_read_back_by_skopeo_and_mount(tmp_path, registry, service, busybox_tar) -> None:
+    img = service.images.import_image(busybox_tar, "busybox:latest")
+    service.images.tag(img.id, f"{registry.host}/base/busybox:1")
+    events = []
+    digest = service.push(f"{registry.host}/base/busybox:1", progress=events.append)
+    assert any(e.status == "Pushed" for e in events)
+    remote = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{registry.host}/base/busybox:1"))
+    assert remote["Digest"] == digest == img.digest
+    skopeo("copy", "--preserve-digests", "--src-tls-verify=false", f"docker://{registry.host}/base/busybox:1", f"oci:{tmp_path / 'out'}:x")
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == digest
+    out_cfg = json.loads((tmp_path / "out" / "blobs" / "sha256" / json.loads(
+        (tmp_path / "out" / "blobs" / "sha256" / digest[7:]).read_text())["config"]["digest"][7:]).read_text())
+    assert out_cfg["rootfs"]["diff_ids"] == img.layers
+    # Same repo again: every blob exists. Another repo: blobs are mounted, not uploaded.
+    again = []
+    service.push(f"{registry.host}/base/busybox:1", progress=again.append)
+    assert {e.status for e in again if e.id} <= {"Preparing", "Layer already exists"}
+    service.images.tag(img.id, f"{registry.host}/other/copy:2")
+    mounted = []
+    service.push(f"{registry.host}/other/copy:2", progress=mounted.append)
+    assert any(e.status == "Mounted from base/busybox" for e in mounted)
+
+
+def test_resumable_chunked_upload_and_retries(tmp_path, registry, service) -> None:
+    proxy = FaultProxy(registry.host)
+    try:
+        data = os.urandom(300_000)
+        blob = service.images.content.write(data)
+        client = RegistryClient(proxy.host)
+        # The third PATCH fails twice; the client asks for the offset and resumes there.
+        patches = iter(range(100))
+        proxy.rule = lambda method, path: method == "PATCH" and next(patches) >= 2
+        proxy.failures = 2
+
+        def open_at(offset: int):
+            f = open(service.images.content.path(blob), "rb")
+            f.seek(offset)
+            return f
+
+        client.upload_blob("chunked/x", blob, len(data), open_at, chunk=64 * 1024)
+        client.close()
+        assert sum(1 for m, _ in proxy.seen if m == "PATCH") >= 7
+        assert registry_blob_path(registry.storage, blob).read_bytes() == data
+        # Transient 500s on blob downloads are retried; the pull succeeds.
+        seed(tmp_path, registry.host, "retry/x:1", LAYERS[:1])
+        proxy.rule = lambda method, path: "/blobs/" in path and method == "GET"
+        proxy.failures = 2
+        image = service.pull(f"{proxy.host}/retry/x:1")
+        assert image.layers == [write_oci_layout(tmp_path / "again", LAYERS[:1])["diff_ids"][0]]
+    finally:
+        proxy.close()
+
+
+def test_basic_auth_login_pull_push_logout(tmp_path, service) -> None:
+    (tmp_path / "authreg").mkdir()
+    with run_registry(tmp_path / "authreg", ("alice", "wonderland")) as reg:
+        before = store_listing(tmp_path / "root")
+        with pytest.raises(Unauthorized):
+            service.pull(f"{reg.host}/x:1")
+        assert store_listing(tmp_path / "root") == before
+        with pytest.raises(Unauthorized):
+            service.login(reg.host, "alice", "wrong")
+        assert not (tmp_path / "docker" / "config.json").exists()
+        assert service.login(reg.host, "alice", "wonderland") == "Login Succeeded"
+        assert reg.host in json.loads((tmp_path / "docker" / "config.json").read_text())["auths"]
+        write_oci_layout(tmp_path / "img", LAYERS[:2])
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds=alice:wonderland", f"oci:{tmp_path / 'img'}:latest", f"docker://{reg.host}/x:1")
+        image = service.pull(f"{reg.host}/x:1")
+        service.images.tag(image.id, f"{reg.host}/y:2")
+        digest = service.push(f"{reg.host}/y:2")
+        remote = json.loads(skopeo("inspect", "--tls-verify=false", "--creds=alice:wonderland", f"docker://{reg.host}/y:2"))
+        assert remote["Digest"] == digest
+        assert service.logout(reg.host) == f"Removing login credentials for {reg.host}"
+        assert service.logout(reg.host) == f"Not logged in to {reg.host}"
+        with pytest.raises(Unauthorized):
+            service.pull(f"{reg.host}/y:2")
+
+
+def corrupt(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncate" else data + b" ")
+
+
+@pytest.mark.parametrize("case", ["manifest-mismatch", "truncated-blob", "escaping-layer", "unknown-media-type",
+                                  "server-error", "bad-reference", "missing-tag"])
+def test_bad_input_leaves_store_unchanged(tmp_path, registry, service, busybox_tar, case) -> None:
+    service.images.import_image(busybox_tar, "busybox:latest")  # the store is not empty: nothing of it may be lost
+    info = seed(tmp_path, registry.host, "bad/x:1", LAYERS)
+    ref = f"{registry.host}/bad/x:1"
+    proxy = None
+    if case == "manifest-mismatch":
+        corrupt(registry_blob_path(registry.storage, info["manifest_digest"]), "edit")
+        expected = (InvalidArgument, "digest mismatch")
+    elif case == "truncated-blob":
+        big = write_oci_layout(tmp_path / "oci", LAYERS)["manifest_digest"]
+        layer = json.loads((tmp_path / "oci" / "blobs" / "sha256" / big[7:]).read_text())["layers"][2]["digest"]
+        corrupt(registry_blob_path(registry.storage, layer), "truncate")
+        expected = (InvalidArgument, "truncated")
+    elif case == "escaping-layer":
+        import io
+        import tarfile
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            evil = tarfile.TarInfo("../../../../tmp/flotilla-escape")
+            evil.size = 4
+            tar.addfile(evil, io.BytesIO(b"evil"))
+        seed(tmp_path, registry.host, "bad/x:1", [LAYERS[0], buf.getvalue()], name="evil")
+        expected = (InvalidArgument, "'..'")
+    elif case == "unknown-media-type":
+        write_oci_layout(tmp_path / "odd", LAYERS[:1])
+        blobs = tmp_path / "odd" / "blobs" / "sha256"
+        index = json.loads((tmp_path / "odd" / "index.json").read_text())
+        m = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
+        m["layers"][0]["mediaType"] = "application/x-flotilla-unknown"
+        client = RegistryClient(registry.host)
+        for layer in [m["config"], *m["layers"]]:
+            data = (blobs / layer["digest"][7:]).read_bytes()
+            client.upload_blob("bad/x", layer["digest"], len(data), lambda off, d=data: __import__("io").BytesIO(d[off:]))
+        client.put_manifest("bad/x", "1", json.dumps(m).encode(), m["mediaType"])
+        client.close()
+        expected = (InvalidArgument, "unsupported layer media type")
+    elif case == "server-error":
+        proxy = FaultProxy(registry.host)
+        proxy.rule = lambda method, path: "/blobs/" in path
+        proxy.failures = -1
+        ref = f"{proxy.host}/bad/x:1"
+        expected = (RegistryError, "500")
+    elif case == "bad-reference":
+        ref = f"{registry.host}/Bad/X:1"
+        expected = (InvalidArgument, "lowercase")
+    else:
+        ref = f"{registry.host}/bad/x:nope"
+        expected = (NotFound, "manifest unknown")
+    before = store_listing(tmp_path / "root")
+    try:
+        with pytest.raises(expected[0]) as e:
+            service.pull(ref)
+    finally:
+        if proxy:
+            proxy.close()
+    assert expected[1] in str(e.value) and "\n" not in str(e.value)
+    assert store_listing(tmp_path / "root") == before
+    assert not Path("/tmp/flotilla-escape").exists()
