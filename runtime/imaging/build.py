@@ -222,7 +222,8 @@ class Builder:
             state.history.append({"created": created, "created_by": f"{inst.cmd} {flags}{' '.join(words)}", "comment": "flotilla build"})
         else:
             self._apply_metadata(state, inst, words)
-            state.history.append({"created": created, "created_by": f"{inst.cmd} {' '.join(words)}",
+            shown = json.dumps(inst.args) if inst.json_form else " ".join(words)
+            state.history.append({"created": created, "created_by": f"{inst.cmd} {shown}",
                                   "comment": "flotilla build", "empty_layer": True})
         state.created = created
         state.key = key
