@@ -238,7 +238,11 @@ def load(images: ImageStore, fileobj: BinaryIO, platform: str = "", progress: Pr
             if not found:
                 raise InvalidArgument("invalid image archive: it contains no images")
             prepared = [(_import_blobs(images, arc, tx, body, progress), tags) for body, tags in found]
-            loaded = [images.register_image(mdigest, tags) for mdigest, tags in prepared]
+            by_id: dict[str, ImageInfo] = {}
+            for mdigest, tags in prepared:
+                info = images.register_image(mdigest, tags)
+                by_id[info.id] = info  # an image saved under two tags is one image
+            loaded = list(by_id.values())
         for info in loaded:
             for t in info.repo_tags or [info.id]:
                 progress(ProgressEvent("", f"Loaded image{' ID' if t == info.id else ''}: {t}"))
