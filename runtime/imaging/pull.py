@@ -7,6 +7,7 @@ config's diff ids. Only then is the image published; on any failure nothing new 
 """
 from __future__ import annotations
 
+import io
 from concurrent.futures import ThreadPoolExecutor
 
 from ..errors import InvalidArgument
@@ -62,8 +63,9 @@ def download_blob(images: ImageStore, client: RegistryClient, repo: str, desc: D
                 return data
 
     src = Resuming()
-    checked = CheckedReader(src, f"blob {desc.digest}", desc.digest, desc.size, on_bytes=counter)  # type: ignore[arg-type]
-    images.content.write_stream(checked, expected=desc.digest)  # type: ignore[arg-type]
+    # The size is checked here while streaming; the digest once, by the content store's writer.
+    checked = CheckedReader(src, f"blob {desc.digest}", expected_size=desc.size, on_bytes=counter)  # type: ignore[arg-type]
+    images.content.write_stream(io.BufferedReader(checked, 1 << 20), expected=desc.digest)  # type: ignore[arg-type]
 
 
 def pull(images: ImageStore, client: RegistryClient, ref: ImageRef, platform: str = "",
