@@ -242,3 +242,113 @@ def registry_blob_path(storage: Path, digest: str) -> Path:
     """Where docker-registry's filesystem driver keeps a blob's bytes."""
     hexd = digest[7:]
     return storage / "docker" / "registry" / "v2" / "blobs" / "sha256" / hexd[:2] / hexd / "data"
+
+
+def _b64url(data: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """A loopback token service as Docker Hub runs one: basic auth in, RS256 JWT bearer token out.
+
+    docker-registry verifies the token with the certificate in `cert` (its rootcertbundle);
+    the JWT is signed with `openssl dgst -sha256 -sign`, so no crypto library is needed.
+    """
+
+    def __init__(self, tmp: Path, user: str, password: str) -> None:
+        import base64
+        import http.server
+        import threading
+        import urllib.parse
+
+        self.key, self.cert = tmp / "token.key", tmp / "token.crt"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key), "-out",
+                        str(self.cert), "-days", "1", "-subj", "/CN=flotilla-test-token"], check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"], check=True, capture_output=True).stdout
+        self.x5c = base64.b64encode(der).decode()
+        self.requests: list[str] = []
+        server = self
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                server.requests.append(self.path)
+                auth = self.headers.get("Authorization")
+                if auth is not None and auth != expected:
+                    self.send_response(401)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                access = []
+                if auth == expected:  # anonymous callers get a token that grants nothing
+                    for scope in query.get("scope", []):
+                        for part in scope.split(" "):
+                            kind, _, rest = part.partition(":")
+                            name, _, actions = rest.rpartition(":")
+                            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+                body = json.dumps({"token": server.sign(query.get("service", [""])[0], access)}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def sign(self, service: str, access: list) -> str:
+        now = int(time.time())
+        header = {"alg": "RS256", "typ": "JWT", "x5c": [self.x5c]}
+        claims = {"iss": "flotilla-test-issuer", "sub": "alice", "aud": service, "exp": now + 300, "nbf": now - 10,
+                  "iat": now, "jti": os.urandom(8).hex(), "access": access}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)], input=signing_input.encode(),
+                             check=True, capture_output=True).stdout
+        return f"{signing_input}.{_b64url(sig)}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@contextmanager
+def run_token_registry(tmp: Path, user: str, password: str) -> Iterator[tuple[Registry, TokenServer]]:
+    """docker-registry with bearer-token auth backed by a TokenServer, both on loopback."""
+    tokens = TokenServer(tmp, user, password)
+    port = free_port()
+    storage = tmp / "registry-storage"
+    storage.mkdir()
+    config = tmp / "registry.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {storage}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  token:\n    realm: {tokens.realm}\n    service: flotilla-registry\n    issuer: flotilla-test-issuer\n"
+        f"    rootcertbundle: {tokens.cert}\n")
+    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / "registry.log", "wb"), start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"docker-registry did not start: {(tmp / 'registry.log').read_text()}")
+                time.sleep(0.05)
+        yield Registry(f"127.0.0.1:{port}", storage, proc, user, password), tokens
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        tokens.close()

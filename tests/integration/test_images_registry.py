@@ -222,3 +222,28 @@ def test_bad_input_leaves_store_unchanged(tmp_path, registry, service, busybox_t
     assert expected[1] in str(e.value) and "\n" not in str(e.value)
     assert store_listing(tmp_path / "root") == before
     assert not Path("/tmp/flotilla-escape").exists()
+
+
+def test_bearer_token_auth(tmp_path, service) -> None:
+    from images_support import run_token_registry
+
+    (tmp_path / "tokreg").mkdir()
+    with run_token_registry(tmp_path / "tokreg", "alice", "token-pass") as (reg, tokens):
+        write_oci_layout(tmp_path / "img", LAYERS[:2])
+        skopeo("copy", "--dest-tls-verify=false", "--dest-creds=alice:token-pass", f"oci:{tmp_path / 'img'}:latest",
+               f"docker://{reg.host}/secure/app:1")
+        before = store_listing(tmp_path / "root")
+        with pytest.raises(Unauthorized):
+            service.pull(f"{reg.host}/secure/app:1")  # anonymous token grants nothing
+        assert store_listing(tmp_path / "root") == before
+        with pytest.raises(Unauthorized):
+            service.login(reg.host, "alice", "wrong")
+        service.login(reg.host, "alice", "token-pass")
+        image = service.pull(f"{reg.host}/secure/app:1")
+        service.images.tag(image.id, f"{reg.host}/secure/copy:2")
+        events = []
+        digest = service.push(f"{reg.host}/secure/copy:2", progress=events.append)
+        assert any(e.status == "Mounted from secure/app" for e in events)  # a token with both repos' scopes
+        remote = json.loads(skopeo("inspect", "--tls-verify=false", "--creds=alice:token-pass", f"docker://{reg.host}/secure/copy:2"))
+        assert remote["Digest"] == digest
+        assert any("scope=repository%3Asecure%2Fcopy%3Apull%2Cpush" in r for r in tokens.requests)
