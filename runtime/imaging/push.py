@@ -11,10 +11,13 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 
 from ..images import ImageStore
+from ..store import digest_bytes
+from . import manifest as mf
 from .manifest import Descriptor, Manifest, parse_manifest
 from .progress import ByteCounter, Progress, ProgressEvent, ignore, short_id
 from .reference import ImageRef, parse
 from .registry import RegistryClient
+from .streams import GZIP_MAGIC, ZSTD_MAGIC
 
 MAX_CONCURRENT = 5  # Docker's default max-concurrent-uploads
 
@@ -32,6 +35,27 @@ def mount_sources(images: ImageStore, domain: str, digest: str, exclude: str) ->
             if r.domain == domain and r.path != exclude and r.path not in sources:
                 sources.append(r.path)
     return sources
+
+
+def truthful_manifest(images: ImageStore, body: bytes) -> bytes:
+    """The manifest with each layer's media type matching its blob's actual compression.
+
+    `ImageStore.add_image` (import, commit) labels every layer as a plain tar; after a commit
+    on top of a pulled image, lower layers are really gzip or zstd. A registry client would
+    then fail to unpack them, so the push sends corrected media types (a new manifest digest).
+    """
+    obj = json.loads(body)
+    changed = False
+    for layer in obj.get("layers", []):
+        with images.content.open(layer["digest"]) as f:
+            head = f.read(4)
+        actual = {"gzip": mf.OCI_LAYER_GZIP, "zstd": mf.OCI_LAYER_ZSTD}.get(
+            "gzip" if head.startswith(GZIP_MAGIC) else "zstd" if head.startswith(ZSTD_MAGIC) else "", mf.OCI_LAYER)
+        if mf.LAYER_TYPES.get(layer["mediaType"]) != mf.LAYER_TYPES[actual]:
+            layer["mediaType"] = actual if obj.get("mediaType") != mf.DOCKER_MANIFEST else \
+                {mf.OCI_LAYER: mf.DOCKER_LAYER, mf.OCI_LAYER_GZIP: mf.DOCKER_LAYER_GZIP}.get(actual, actual)
+            changed = True
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode() if changed else body
 
 
 def push_blob(images: ImageStore, client: RegistryClient, repo: str, desc: Descriptor, progress: Progress) -> None:
@@ -62,6 +86,7 @@ def push(images: ImageStore, client: RegistryClient, ref: ImageRef, progress: Pr
         image_id = images.resolve(ref.familiar())
         manifest_digest = images._meta()["images"][image_id]["manifest"]
         body = images.content.read(manifest_digest)
+    body = truthful_manifest(images, body)
     manifest = parse_manifest(body)
     assert isinstance(manifest, Manifest)  # the store only records image manifests
     progress(ProgressEvent("", f"The push refers to repository [{ref.repository}]"))
@@ -71,7 +96,7 @@ def push(images: ImageStore, client: RegistryClient, ref: ImageRef, progress: Pr
     with ThreadPoolExecutor(max_workers=max(1, max_concurrent)) as pool:
         for fut in [pool.submit(push_blob, images, client, ref.path, d, progress) for d in blobs]:
             fut.result()
-    digest = client.put_manifest(ref.path, ref.tag or manifest_digest, body, manifest.media_type) or manifest_digest
+    digest = client.put_manifest(ref.path, ref.tag or digest_bytes(body), body, manifest.media_type) or digest_bytes(body)
     images.register_image(manifest_digest, [], repo_digests=[f"{ref.familiar_name}@{digest}"])
     progress(ProgressEvent("", f"{ref.tag or 'latest'}: digest: {digest} size: {len(body)}"))
     return digest

@@ -247,3 +247,18 @@ def test_bearer_token_auth(tmp_path, service) -> None:
         remote = json.loads(skopeo("inspect", "--tls-verify=false", "--creds=alice:token-pass", f"docker://{reg.host}/secure/copy:2"))
         assert remote["Digest"] == digest
         assert any("scope=repository%3Asecure%2Fcopy%3Apull%2Cpush" in r for r in tokens.requests)
+
+
+def test_push_corrects_layer_media_types_of_committed_images(tmp_path, registry, service) -> None:
+    """ImageStore.add_image (import/commit) labels layers as plain tars; pulled ones are gzip."""
+    seed(tmp_path, registry.host, "base/gz:1", LAYERS[:2])
+    pulled = service.pull(f"{registry.host}/base/gz:1")
+    blobs = [d["digest"] for d in json.loads(service.images.content.read(pulled.digest))["layers"]]
+    relabeled = service.images.add_image(config={"Env": ["PATH=/bin"]}, diff_ids=pulled.layers, layer_blobs=blobs,
+                                         tag=f"{registry.host}/derived/x:1", history=[], created=0.0)
+    digest = service.push(f"{registry.host}/derived/x:1")
+    raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/derived/x:1"))
+    assert [layer["mediaType"] for layer in raw["layers"]] == ["application/vnd.oci.image.layer.v1.tar+gzip"] * 2
+    other = ImageService(ImageStore(tmp_path / "other"), CredentialStore(tmp_path / "o.json"))
+    back = other.pull(f"{registry.host}/derived/x@{digest}")
+    assert back.id == relabeled.id and back.layers == pulled.layers
