@@ -49,6 +49,16 @@ class ImageService:
         self.insecure = set(insecure_registries or [])
         self.users = users
 
+    def recover(self) -> None:
+        """At agent start-up, before serving: drop what a crash (kill -9) mid pull/load/build left.
+
+        Temp dirs go with the runtime's sweep; blobs and layer dirs written before the crash
+        are unreferenced and go with a gc. Safe only while no image operation runs (start-up).
+        """
+        with self.images.lock:
+            self.images.sweep()
+            self.images.gc()
+
     def client(self, domain: str) -> RegistryClient:
         return RegistryClient(domain, self.credentials.get(domain), insecure=domain in self.insecure)
 

@@ -262,3 +262,49 @@ def test_push_corrects_layer_media_types_of_committed_images(tmp_path, registry,
     other = ImageService(ImageStore(tmp_path / "other"), CredentialStore(tmp_path / "o.json"))
     back = other.pull(f"{registry.host}/derived/x@{digest}")
     assert back.id == relabeled.id and back.layers == pulled.layers
+
+
+def test_kill_9_during_pull_then_recover(tmp_path, registry, busybox_tar) -> None:
+    """A pull killed mid-download leaves only unreferenced files, and recover() removes them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    info = seed(tmp_path, registry.host, "slow/x:1", LAYERS)
+    manifest = json.loads((tmp_path / "oci" / "blobs" / "sha256" / info["manifest_digest"][7:]).read_text())
+    stalled = manifest["layers"][2]["digest"]
+    root = tmp_path / "root"
+    svc = ImageService(ImageStore(root), CredentialStore(tmp_path / "c.json"))
+    svc.images.import_image(busybox_tar, "busybox:latest")
+    before = store_listing(root)
+    proxy = FaultProxy(registry.host)
+    gate = __import__("threading").Event()
+    original = proxy.server.RequestHandlerClass._do
+
+    def stall(handler) -> None:  # the third layer blob never comes: the pull hangs in the middle
+        if handler.command == "GET" and handler.path.endswith(stalled):
+            gate.wait(30)
+        original(handler)
+
+    proxy.server.RequestHandlerClass._do = stall
+    proxy.server.RequestHandlerClass.do_GET = stall
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+            "from flotilla.runtime.images import ImageStore\n"
+            "from flotilla.runtime.imaging.service import ImageService\n"
+            f"ImageService(ImageStore(__import__('pathlib').Path({str(root)!r}))).pull({f'{proxy.host}/slow/x:1'!r}, "
+            "progress=lambda e: print(e.status, flush=True))\n")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        for line in child.stdout:
+            if line.startswith("Pull complete"):
+                break
+        time.sleep(0.2)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        gate.set()
+        proxy.close()
+    assert store_listing(root) != before  # something was left behind by the kill
+    svc.recover()
+    assert store_listing(root) == before
