@@ -29,12 +29,13 @@ from . import archive, kernel, rootfs, shim
 from .cgroups import DEFAULT_ROOT, Cgroup, CgroupDriver, Resources
 from .clock import ZERO_TIME, now, parse_rfc3339, rfc3339
 from .containers import ContainerInfo, ContainerStore, command_string, new_state, resolve_process
+from .etcfiles import write_etc_files
 from .errors import Conflict, InvalidArgument, NotFound, RuntimeFault, StartFailed, Timeout
 from .images import ImageInfo, ImageStore, apply_changes, chain_ids
-from .reference import parse_reference
 from .logs import LogEntry, read_log
 from .names import random_name
 from .procs import process_rows
+from .reference import parse_reference
 from .spec import ContainerSpec, ExecSpec, check_env, merge_env, parse_signal, validate_spec
 from .volumes import VolumeInfo, VolumeStore
 
@@ -320,12 +321,15 @@ class Runtime:
         spec = record["spec"]
         proc = record["process"]
         namespaces = [ns for ns in shim.ALL_NAMESPACES if not (ns == "net" and spec["network_mode"] == "host")]
+        etc_binds = write_etc_files(bundle, proc["hostname"], spec["network_mode"],
+                                    {os.path.normpath(m["destination"]) for m in record["mounts"]})
         return shim.ShimConfig(
             args=proc["args"], env=proc["env"], cwd=proc["cwd"], user=proc["user"] or None,
             hostname=proc["hostname"], lowerdir=record["lowerdirs"], upperdir=str(bundle / "upper"),
             workdir=str(bundle / "work"), rootfs=str(bundle / "rootfs"), readonly=spec["readonly_rootfs"],
             namespaces=namespaces, cgroups=[str(p) for p in self._cgroup(record["id"]).paths()],
-            mounts=[shim.BindMount(m["source"], m["destination"], m["readonly"]) for m in record["mounts"]],
+            mounts=[*(shim.BindMount(src, dst) for src, dst in etc_binds),
+                    *(shim.BindMount(m["source"], m["destination"], m["readonly"]) for m in record["mounts"])],
             tty=spec["tty"], stdin=spec["stdin_open"], wait_attach=attach,
             log=str(bundle / f"{record['id']}-json.log"),
         )

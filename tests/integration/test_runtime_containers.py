@@ -112,8 +112,13 @@ def test_generated_name_and_isolation(rt, unique):
     assert int(nprocs) <= 4  # header, sh, ps, wc: no host process is visible
     name = rt.list(all=True)[0].name
     assert "_" in name
-    out, code = run(rt, "hostname", network_mode="host")
-    assert out.strip() == socket.gethostname()
+    out, code = run(rt, "sh", "-c", "hostname; cat /etc/hostname; grep -c localhost /etc/hosts; wc -c < /etc/resolv.conf")
+    uts_name, name_file, localhost_lines, resolv_size = out.split()
+    assert name_file == uts_name and int(localhost_lines) >= 2 and resolv_size == "0"
+    out, code = run(rt, "sh", "-c", "hostname; cat /etc/resolv.conf", network_mode="host")
+    assert out == socket.gethostname() + "\n" + Path("/etc/resolv.conf").read_text()
+    out, code = run(rt, "cat", "/etc/hosts", mounts=[Mount(str(Path(__file__)), "/etc/hosts", readonly=True)])
+    assert out == Path(__file__).read_text()  # the user's mount wins over the generated file
 
 
 def test_start_with_attach_loses_no_output(rt):
