@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import archive
-from ..images import ImageStore
+from ..images import ImageStore, chain_ids
 from .manifest import OCI_LAYER, Descriptor
 from .transaction import StoreTransaction
 from .unpack import unpack_layer
@@ -43,8 +43,6 @@ class IterReader(io.RawIOBase):
 
 def commit_tree(images: ImageStore, tx: StoreTransaction, tree: Path, parent_chain: str | None) -> tuple[Descriptor, str]:
     """Store `tree` as a layer on top of `parent_chain`; returns (layer descriptor, diff id)."""
-    from ..images import chain_ids
-
     fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
     try:
         reader = io.BufferedReader(IterReader(archive.tar_tree(fd, whiteouts=True)), 1 << 20)

@@ -6,9 +6,13 @@ streaming RPC decides how to show them. `status` strings are Docker's, so users 
 """
 from __future__ import annotations
 
+import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,3 +63,40 @@ class ByteCounter:
         with self._lock:
             current = self._last = self.current
         self.sink(ProgressEvent(self.ident, self.status, current, self.total or current))
+
+
+@dataclass(frozen=True)
+class Done(Generic[T]):
+    """The last item of `events()`: the operation's return value."""
+
+    result: T
+
+
+def events(operation: Callable[[Progress], T]) -> Iterator[ProgressEvent | Done[T]]:
+    """Run `operation(progress)` in a thread and yield its events as they come, then `Done(result)`.
+
+    For a server-streaming RPC or a CLI loop that prefers iterating to callbacks. An exception
+    of the operation is raised from the iterator after the events that preceded it.
+    """
+    q: queue.Queue[tuple[str, object]] = queue.Queue()
+
+    def work() -> None:
+        try:
+            q.put(("done", operation(lambda e: q.put(("event", e)))))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer's thread
+            q.put(("error", e))
+
+    thread = threading.Thread(target=work, name="image-operation", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "event":
+                yield item  # type: ignore[misc]
+            elif kind == "done":
+                yield Done(item)  # type: ignore[arg-type]
+                return
+            else:
+                raise item  # type: ignore[misc]
+    finally:
+        thread.join()

@@ -113,3 +113,14 @@ def parse(text: str, default_tag: bool = True) -> ImageRef:
 def registry_key(domain: str) -> str:
     """The key `~/.docker/config.json` uses for a registry (Docker Hub keeps its legacy URL)."""
     return "https://index.docker.io/v1/" if domain == DEFAULT_DOMAIN else domain
+
+
+def registry_domain(text: str) -> str:
+    """The registry host of a `login`/`logout` argument: `host:port`, a URL, or "" for Docker Hub."""
+    host = text.strip().removeprefix("https://").removeprefix("http://").split("/", 1)[0]
+    if not host:
+        return DEFAULT_DOMAIN
+    domain = split_domain(f"{host}/x")[0] if ("." in host or ":" in host or host == "localhost") else ""
+    if not domain or not _DOMAIN_RE.match(domain):
+        raise InvalidArgument(f"invalid registry {text!r}: give a host[:port] such as registry.example.com:5000")
+    return domain

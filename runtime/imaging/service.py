@@ -21,7 +21,7 @@ from . import saveload
 from .auth import Credentials, CredentialStore
 from .build import Builder, BuildOptions
 from .progress import Progress, ignore
-from .reference import parse
+from .reference import parse, registry_domain
 from .registry import RegistryClient
 
 
@@ -65,7 +65,7 @@ class ImageService:
     # -- registry ---------------------------------------------------------------------------
     def login(self, registry: str, username: str, password: str) -> str:
         """Check the credentials against the registry (`GET /v2/`), then store them. Returns "Login Succeeded"."""
-        domain = parse(f"{registry}/x").domain if registry else "docker.io"
+        domain = registry_domain(registry)
         creds = Credentials(username, password)
         client = RegistryClient(domain, creds, insecure=domain in self.insecure)
         try:
@@ -76,7 +76,7 @@ class ImageService:
         return "Login Succeeded"
 
     def logout(self, registry: str = "") -> str:
-        domain = parse(f"{registry}/x").domain if registry else "docker.io"
+        domain = registry_domain(registry)
         if not self.credentials.erase(domain):
             return f"Not logged in to {domain}"
         return f"Removing login credentials for {domain}"

@@ -56,3 +56,21 @@ def test_bad_references(text: str, fragment: str) -> None:
 def test_registry_key_matches_docker_config() -> None:
     assert registry_key("docker.io") == "https://index.docker.io/v1/"
     assert registry_key("127.0.0.1:5000") == "127.0.0.1:5000"
+
+
+@pytest.mark.parametrize("text,domain", [
+    ("", "docker.io"), ("docker.io", "docker.io"), ("https://index.docker.io/v1/", "docker.io"),
+    ("127.0.0.1:5000", "127.0.0.1:5000"), ("http://localhost:5000/", "localhost:5000"), ("localhost", "localhost"),
+    ("registry.example.com", "registry.example.com"),
+])
+def test_registry_domain(text: str, domain: str) -> None:
+    from flotilla.runtime.imaging.reference import registry_domain
+    assert registry_domain(text) == domain
+
+
+def test_registry_domain_rejects_non_hosts() -> None:
+    from flotilla.runtime.imaging.reference import registry_domain
+    with pytest.raises(InvalidArgument, match="host"):
+        registry_domain("notahost")
+    with pytest.raises(InvalidArgument, match="host"):
+        registry_domain("bad_host.example:5000")
