@@ -70,6 +70,11 @@ def extract_layer(stream: BinaryIO, dest_fd: int) -> None:
                     # What the tar itself makes impossible (an empty link target, a file where a
                     # directory must be); disk errors such as ENOSPC still propagate as they are.
                     raise InvalidArgument(f"invalid layer entry {member.name!r}: {e.strerror}") from None
+                except PermissionError as e:
+                    if not member.islnk():
+                        raise
+                    # A hard link to a directory (EPERM): no tar Docker writes contains one.
+                    raise InvalidArgument(f"invalid layer entry {member.name!r}: {e.strerror}") from None
                 if as_root:
                     _apply_xattrs(dest_fd, member)
     except tarfile.TarError as e:

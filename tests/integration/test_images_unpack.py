@@ -147,6 +147,7 @@ _ENTRY = st.tuples(_NAMES, st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, ta
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(_ENTRY, min_size=1, max_size=6))
 @example([("a", tarfile.SYMTYPE, "")])                      # found by the fuzzer: empty link target
+@example([("a/a", tarfile.LNKTYPE, "a")])                   # found by the fuzzer: hard link to a directory
 @example([("a", tarfile.SYMTYPE, ".."), ("a/x", tarfile.REGTYPE, "")])
 @example([("a", tarfile.DIRTYPE, ""), ("a", tarfile.REGTYPE, ""), ("a/b", tarfile.REGTYPE, "")])
 @example([("b", tarfile.SYMTYPE, "/"), ("c", tarfile.LNKTYPE, "b")])
