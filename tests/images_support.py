@@ -79,6 +79,7 @@ def run_registry(tmp: Path, htpasswd_user: tuple[str, str] | None = None) -> Ite
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        assert processes_mentioning(str(config)) == [], "docker-registry outlived its test"
 
 
 def skopeo(*args: str) -> str:
@@ -352,3 +353,17 @@ def run_token_registry(tmp: Path, user: str, password: str) -> Iterator[tuple[Re
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         tokens.close()
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line mentions `text` (leak check for shims and registries of a test)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found

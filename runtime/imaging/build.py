@@ -60,6 +60,7 @@ class State:
     author: str = ""
     architecture: str = "amd64"
     args: dict[str, str] = field(default_factory=dict)   # ARG values in scope (not stored in the image)
+    proxy: dict[str, str] = field(default_factory=dict)  # predefined proxy ARGs: RUN sees them, the cache key does not
     shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
 
     def cached(self) -> dict[str, Any]:
@@ -159,6 +160,7 @@ class Builder:
         platform = expand(stage.platform, meta_env, stage.line)
         progress(ProgressEvent("", f"Step FROM {base_text}{' AS ' + stage.name if stage.name else ''}"))
         state = self._base(base_text, platform, df, stage, results)
+        state.proxy = {k: v for k, v in opts.build_args.items() if k in PREDEFINED_ARGS}
         for inst in stage.instructions:
             progress(ProgressEvent("", f"Step {inst.original}"))
             self._step(state, inst, df, results, ctx, opts, meta_env, tx, new_cache, progress)
@@ -270,8 +272,10 @@ class Builder:
 
     def _run(self, state: State, inst: Instruction, args: list[str], tx: StoreTransaction, progress: Progress) -> None:
         ensure_root()
-        env = merge_env(state.config.get("Env") or [DEFAULT_PATH],
-                        [f"{k}={v}" for k, v in state.args.items() if not any(e.startswith(k + "=") for e in state.config.get("Env") or [])])
+        image_env = state.config.get("Env") or [DEFAULT_PATH]
+        # ARG values are visible to RUN unless an ENV of the same name overrides them (Docker's rule).
+        visible = {**state.proxy, **state.args}
+        env = merge_env([f"{k}={v}" for k, v in visible.items()], image_env)
         result = run_step(self.images.layers_dir, self._lower_dirs(state), args, env,
                           state.config.get("WorkingDir") or "/", state.config.get("User") or "")
         try:

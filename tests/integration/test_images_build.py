@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from images_support import store_listing
+from images_support import processes_mentioning, store_listing
 from conftest import mounts_containing
 from flotilla.runtime.errors import InvalidArgument
 from flotilla.runtime.images import ImageStore
@@ -49,7 +49,11 @@ CMD ["cat", "greeting.txt"]
 def service(tmp_path, busybox_tar):
     svc = ImageService(ImageStore(tmp_path / "root"), CredentialStore(tmp_path / "docker" / "config.json"))
     svc.images.import_image(busybox_tar, "busybox:latest")
-    return svc
+    yield svc
+    # No RUN shim, container process or mount of this store survives the test.
+    assert processes_mentioning(str(tmp_path / "root")) == []
+    assert mounts_containing(str(tmp_path / "root")) == []
+    assert not [p for p in (tmp_path / "root" / "layers").iterdir() if p.name.startswith(".")]
 
 
 @pytest.fixture
@@ -140,3 +144,19 @@ def test_failed_build_leaves_store_unchanged(tmp_path, service, context, unique,
     assert store_listing(tmp_path / "root") == before
     assert not [p for p in (tmp_path / "root" / "layers").iterdir() if p.name.startswith(".")]
     assert mounts_containing(unique) == []
+
+
+def test_args_and_proxy_args_in_run(service, tmp_path, unique) -> None:
+    ctx = tmp_path / f"p-{unique}"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nARG WHO=arg\nENV SHADOW=env\nARG SHADOW=arg\n"
+                                    'RUN echo "$WHO $SHADOW ${HTTP_PROXY:-none}" > /p.txt\n')
+    first = service.build(ctx, BuildOptions(tags=[f"p-{unique}"], build_args={"HTTP_PROXY": "http://127.0.0.1:3128"}))
+    assert view(service, first.id).lookup("p.txt")[0].read_text() == "arg env http://127.0.0.1:3128\n"
+    assert not any("PROXY" in e for e in service.images.oci_config(first.id)["config"]["Env"])
+    seen: list[str] = []
+    again = service.build(ctx, BuildOptions(tags=[f"p-{unique}"], build_args={"HTTP_PROXY": "http://127.0.0.1:9"}),
+                          progress=lambda e: seen.append(e.status))
+    assert again.id == first.id and " ---> Using cache" in seen  # proxy settings never bust the cache
+    other = service.build(ctx, BuildOptions(tags=[f"p-{unique}"], build_args={"WHO": "cli"}))
+    assert view(service, other.id).lookup("p.txt")[0].read_text() == "cli env none\n"
