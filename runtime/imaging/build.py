@@ -31,7 +31,7 @@ from ..fsutil import atomic_write_json, read_json, remove_tree
 from ..images import DEFAULT_PATH, ImageInfo, ImageStore, chain_ids
 from ..spec import merge_env
 from .buildcontext import BuildContext, Source
-from .dockerfile import Dockerfile, Instruction, Stage, expand, pairs, parse
+from .dockerfile import Dockerfile, Instruction, Stage, duration_ns, expand, pairs, parse, parse_instruction
 from .layerview import LayerView
 from .layerwriter import commit_tree
 from .manifest import OCI_CONFIG, OCI_MANIFEST, Descriptor, Manifest, manifest_json, parse_manifest
@@ -161,7 +161,9 @@ class Builder:
         progress(ProgressEvent("", f"Step FROM {base_text}{' AS ' + stage.name if stage.name else ''}"))
         state = self._base(base_text, platform, df, stage, results)
         state.proxy = {k: v for k, v in opts.build_args.items() if k in PREDEFINED_ARGS}
-        for inst in stage.instructions:
+        # The base image's ONBUILD triggers run first, then are dropped from the new image (Docker).
+        triggers = [parse_instruction(stage.line, text) for text in state.config.pop("OnBuild", None) or []]
+        for inst in triggers + stage.instructions:
             progress(ProgressEvent("", f"Step {inst.original}"))
             self._step(state, inst, df, results, ctx, opts, meta_env, tx, new_cache, progress)
         return state
@@ -265,6 +267,17 @@ class Builder:
             state.shell = list(inst.args)
         elif inst.cmd == "MAINTAINER":
             state.author = words[0]
+        elif inst.cmd == "HEALTHCHECK":
+            check: dict[str, Any] = {"Test": list(inst.args)}
+            for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
+                              ("start-interval", "StartInterval")):
+                if flag in inst.flags:
+                    check[key] = duration_ns(inst.flags[flag], inst)
+            if "retries" in inst.flags:
+                check["Retries"] = int(inst.flags["retries"])
+            cfg["Healthcheck"] = check
+        elif inst.cmd == "ONBUILD":
+            cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), inst.args[0]]
 
     # -- RUN --------------------------------------------------------------------------------
     def _lower_dirs(self, state: State) -> list[str]:
@@ -327,7 +340,7 @@ class Builder:
         lower = LayerView(self._lower_dirs(state))
         dest_rel = "/".join(archive.split_path(dest_abs, "COPY destination"))
         dest_is_dir = dest_is_dir or lower.is_dir(dest_rel)
-        uid, gid = _chown(inst)
+        uid, gid = _chown(inst, lower)
         mode = int(inst.flags["chmod"], 8) if inst.flags.get("chmod") else None
         staging = self.images.layers_dir / f".tmp-copy-{secrets.token_hex(8)}"
         staging.mkdir()
@@ -395,14 +408,30 @@ class Builder:
         return self.images.register_image(mdigest, tags)
 
 
-def _chown(inst: Instruction) -> tuple[int | None, int | None]:
+def _lookup(view: LayerView, path: str, name: str, inst: Instruction) -> int:
+    """The numeric id of `name` in the image's /etc/passwd or /etc/group."""
+    found = view.lookup(path)
+    if found is not None and stat.S_ISREG(found[1].st_mode):
+        for line in found[0].read_text(errors="replace").splitlines():
+            fields = line.split(":")
+            if len(fields) >= 3 and fields[0] == name and fields[2].isdigit():
+                return int(fields[2])
+    raise inst.error(f"--chown: unable to find {'user' if path == 'etc/passwd' else 'group'} {name!r} in the image's /{path}")
+
+
+def _chown(inst: Instruction, view: LayerView) -> tuple[int, int]:
+    """Owner of copied files: root, or `--chown=user[:group]` with names from the image's files.
+
+    As Docker: a user without a group uses the same numeric id as the gid.
+    """
     spec = inst.flags.get("chown", "")
     if not spec:
         return 0, 0
     user, _, group = spec.partition(":")
-    if not user.isdigit() or (group and not group.isdigit()):
-        raise inst.error(f"--chown={spec}: only numeric uid[:gid] is supported")
-    return int(user), int(group or user)
+    uid = int(user) if user.isdigit() else _lookup(view, "etc/passwd", user, inst)
+    if not group:
+        return uid, uid
+    return uid, int(group) if group.isdigit() else _lookup(view, "etc/group", group, inst)
 
 
 def _is_tar(path: Path) -> bool:

@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 from ..errors import InvalidArgument
 
 INSTRUCTIONS = {"FROM", "RUN", "COPY", "ADD", "ENV", "ARG", "WORKDIR", "USER", "CMD", "ENTRYPOINT", "EXPOSE",
-                "LABEL", "VOLUME", "STOPSIGNAL", "SHELL", "MAINTAINER"}
+                "LABEL", "VOLUME", "STOPSIGNAL", "SHELL", "MAINTAINER", "HEALTHCHECK", "ONBUILD"}
 JSON_FORMS = {"RUN", "CMD", "ENTRYPOINT", "SHELL", "COPY", "ADD", "VOLUME"}
-FLAGS = {"FROM": {"platform"}, "COPY": {"from", "chown", "chmod"}, "ADD": {"chown", "chmod"}, "RUN": set()}
+FLAGS = {"FROM": {"platform"}, "COPY": {"from", "chown", "chmod"}, "ADD": {"chown", "chmod"}, "RUN": set(),
+         "HEALTHCHECK": {"interval", "timeout", "start-period", "start-interval", "retries"}}
+_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 _DIRECTIVE_RE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _VAR_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:(:[-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
@@ -152,7 +155,7 @@ def _json_args(rest: str) -> list[str] | None:
     return None
 
 
-def _parse_instruction(line: int, text: str) -> Instruction:
+def parse_instruction(line: int, text: str) -> Instruction:
     word, _, rest = text.partition(" ")
     cmd = word.upper()
     rest = rest.strip()
@@ -177,15 +180,54 @@ def _parse_instruction(line: int, text: str) -> Instruction:
         inst.args = [rest] if rest else []
     elif cmd == "SHELL":
         raise inst.error("SHELL requires the JSON form, e.g. SHELL [\"/bin/sh\", \"-c\"]")
+    elif cmd == "HEALTHCHECK":
+        inst.args, inst.json_form = _healthcheck_args(inst, rest)
+    elif cmd == "ONBUILD":
+        inner = rest.split(None, 1)[0].upper() if rest else ""
+        if inner in ("ONBUILD", "FROM", "MAINTAINER"):
+            raise inst.error(f"{inner} is not allowed as an ONBUILD trigger")
+        if rest:
+            parse_instruction(line, rest)  # a bad trigger is an error now, not when someone builds FROM this image
+        inst.args = [rest] if rest else []
     else:
         inst.args = split_words(rest, line)
     _check(inst)
     return inst
 
 
+def _healthcheck_args(inst: Instruction, rest: str) -> tuple[list[str], bool]:
+    """`NONE` -> ["NONE"]; `CMD ["a", "b"]` -> ["CMD", "a", "b"]; `CMD a b` -> ["CMD-SHELL", "a b"]."""
+    word, _, command = rest.partition(" ")
+    if word.upper() == "NONE" and not command.strip() and not inst.flags:
+        return ["NONE"], False
+    if word.upper() != "CMD" or not command.strip():
+        raise inst.error("expected HEALTHCHECK [options] CMD command, or HEALTHCHECK NONE")
+    for flag in ("interval", "timeout", "start-period", "start-interval"):
+        if flag in inst.flags:
+            duration_ns(inst.flags[flag], inst)
+    if "retries" in inst.flags and not inst.flags["retries"].isdigit():
+        raise inst.error(f"--retries={inst.flags['retries']}: give a whole number")
+    parsed = _json_args(command.strip())
+    return (["CMD", *parsed], True) if parsed is not None else (["CMD-SHELL", command.strip()], False)
+
+
+def duration_ns(text: str, inst: Instruction) -> int:
+    """A Go duration (`30s`, `1m30s`, `500ms`) in nanoseconds, as the image config stores it."""
+    pos, total = 0, 0
+    for m in _DURATION_RE.finditer(text):
+        if m.start() != pos:
+            break
+        total += int(float(m.group(1)) * _DURATION_NS[m.group(2)])
+        pos = m.end()
+    if not text or pos != len(text):
+        raise inst.error(f"invalid duration {text!r}: use e.g. 30s, 1m30s, 500ms")
+    return total
+
+
 def _check(inst: Instruction) -> None:
     n = len(inst.args)
-    need_some = {"RUN", "ENV", "ARG", "WORKDIR", "USER", "EXPOSE", "LABEL", "VOLUME", "STOPSIGNAL", "MAINTAINER", "SHELL"}
+    need_some = {"RUN", "ENV", "ARG", "WORKDIR", "USER", "EXPOSE", "LABEL", "VOLUME", "STOPSIGNAL", "MAINTAINER", "SHELL",
+                 "ONBUILD"}
     if inst.cmd in need_some and n == 0:
         raise inst.error("requires at least one argument")
     if inst.cmd in ("COPY", "ADD") and n < 2:
@@ -221,7 +263,7 @@ def parse(text: str) -> Dockerfile:
     meta: list[Instruction] = []
     stages: list[Stage] = []
     for line, body in _logical_lines(text):
-        inst = _parse_instruction(line, body)
+        inst = parse_instruction(line, body)
         if inst.cmd == "FROM":
             name = inst.args[2].lower() if len(inst.args) == 3 else ""
             if name and any(s.name == name for s in stages):

@@ -160,3 +160,31 @@ def test_args_and_proxy_args_in_run(service, tmp_path, unique) -> None:
     assert again.id == first.id and " ---> Using cache" in seen  # proxy settings never bust the cache
     other = service.build(ctx, BuildOptions(tags=[f"p-{unique}"], build_args={"WHO": "cli"}))
     assert view(service, other.id).lookup("p.txt")[0].read_text() == "cli env none\n"
+
+
+def test_chown_names_healthcheck_and_onbuild(service, tmp_path, unique) -> None:
+    ctx = tmp_path / f"h-{unique}"
+    ctx.mkdir()
+    (ctx / "f.txt").write_text("x")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nCOPY --chown=app:staff f.txt /owned/\nCOPY --chown=app f.txt /same/\n"
+        'HEALTHCHECK --interval=1m30s --retries=4 CMD ["true"]\n'
+        "ONBUILD COPY f.txt /from-trigger.txt\n")
+    parent = service.build(ctx, BuildOptions(tags=[f"parent-{unique}"]))
+    v = view(service, parent.id)
+    st_owned, st_same = os.lstat(v.lookup("owned/f.txt")[0]), os.lstat(v.lookup("same/f.txt")[0])
+    assert (st_owned.st_uid, st_owned.st_gid, st_same.st_uid, st_same.st_gid) == (1000, 50, 1000, 1000)
+    cfg = service.images.oci_config(parent.id)["config"]
+    assert cfg["Healthcheck"] == {"Test": ["CMD", "true"], "Interval": 90 * 10**9, "Retries": 4}
+    assert cfg["OnBuild"] == ["COPY f.txt /from-trigger.txt"] and v.lookup("from-trigger.txt") is None
+    child_ctx = tmp_path / f"c-{unique}"
+    child_ctx.mkdir()
+    (child_ctx / "f.txt").write_text("child")
+    (child_ctx / "Dockerfile").write_text(f"FROM parent-{unique}\nHEALTHCHECK NONE\n")
+    child = service.build(child_ctx, BuildOptions(tags=[f"child-{unique}"]))
+    assert view(service, child.id).lookup("from-trigger.txt")[0].read_text() == "child"
+    child_cfg = service.images.oci_config(child.id)["config"]
+    assert "OnBuild" not in child_cfg and child_cfg["Healthcheck"] == {"Test": ["NONE"]}
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY --chown=nobody-here f.txt /\n")
+    with pytest.raises(InvalidArgument, match="unable to find user 'nobody-here'"):
+        service.build(ctx, BuildOptions())

@@ -130,3 +130,15 @@ def test_parser_fuzz(text: str) -> None:
     for stage in df.stages:
         for inst in stage.instructions:
             assert inst.line >= stage.line
+
+
+def test_healthcheck_and_onbuild_parsing() -> None:
+    df = parse("FROM a\nHEALTHCHECK --timeout=3s CMD curl -f http://localhost/\nHEALTHCHECK NONE\n"
+               "ONBUILD RUN echo hi\n")
+    hc, none, onbuild = df.stages[0].instructions
+    assert hc.args == ["CMD-SHELL", "curl -f http://localhost/"] and hc.flags == {"timeout": "3s"}
+    assert none.args == ["NONE"] and onbuild.args == ["RUN echo hi"]
+    for bad, fragment in (("HEALTHCHECK --interval=5x CMD true", "invalid duration"), ("HEALTHCHECK true", "expected HEALTHCHECK"),
+                          ("ONBUILD FROM x", "not allowed"), ("ONBUILD BOGUS x", "unknown instruction")):
+        with pytest.raises(InvalidArgument, match=fragment):
+            parse(f"FROM a\n{bad}\n")
