@@ -44,9 +44,18 @@ class Registry:
     password: str = ""
 
 
+def make_cert(tmp: Path, name: str = "registry") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (CA and server cert in one), made with openssl."""
+    cert, key = tmp / f"{name}.crt", tmp / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 @contextmanager
-def run_registry(tmp: Path, htpasswd_user: tuple[str, str] | None = None) -> Iterator[Registry]:
-    """Start docker-registry on loopback (optionally with htpasswd basic auth); stop it after."""
+def run_registry(tmp: Path, htpasswd_user: tuple[str, str] | None = None, tls: tuple[Path, Path] | None = None) -> Iterator[Registry]:
+    """Start docker-registry on loopback (optionally with htpasswd basic auth, TLS); stop it after."""
     port = free_port()
     storage = tmp / "registry-storage"
     storage.mkdir()
@@ -60,7 +69,8 @@ def run_registry(tmp: Path, htpasswd_user: tuple[str, str] | None = None) -> Ite
     config.write_text(
         "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
         f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
-        f"http:\n  addr: 127.0.0.1:{port}\n{auth}")
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        + (f"  tls:\n    certificate: {tls[0]}\n    key: {tls[1]}\n" if tls else "") + auth)
     proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=subprocess.DEVNULL,
                             stderr=open(tmp / "registry.log", "wb"), start_new_session=True)
     try:

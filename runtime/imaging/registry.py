@@ -1,5 +1,9 @@
 """A registry v2 (OCI distribution) client on `http.client`.
 
+TLS: verified HTTPS with the system CAs plus `/etc/docker/certs.d/<host>/` (tlsconfig.py); an
+insecure registry (the insecure-registries list and loopback, as in Docker) is probed once:
+HTTPS without verification if it answers, else plain HTTP.
+
 Why the standard library and not httpx/requests: the protocol needs exact control that those
 hide or complicate — no automatic redirects with credentials (blob GETs may redirect to
 storage on another host, where the Authorization header must not follow), streaming bodies
@@ -18,10 +22,12 @@ import http.client
 import ipaddress
 import json
 import socket
+import ssl
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
 from ..errors import InvalidArgument, NotFound
@@ -29,6 +35,7 @@ from .auth import Challenge, Credentials, parse_challenge
 from .errors import RegistryError, Unauthorized
 from .manifest import ACCEPT
 from .reference import DEFAULT_DOMAIN
+from .tlsconfig import DEFAULT_CERTS_DIR, tls_context
 
 DOCKER_HUB_API = "registry-1.docker.io"
 RETRIES = 3
@@ -67,10 +74,13 @@ class RegistryClient:
     """One registry host. `scopes` are granted lazily: a 401 challenge is answered and cached."""
 
     def __init__(self, domain: str, credentials: Credentials | None = None, insecure: bool = False,
-                 timeout: float = 60.0) -> None:
+                 timeout: float = 60.0, certs_dir: Path = DEFAULT_CERTS_DIR) -> None:
+        """`insecure`: HTTPS without verification, else plain HTTP (probed once); otherwise verified HTTPS only."""
         self.domain = domain
         self.host = DOCKER_HUB_API if domain == DEFAULT_DOMAIN else domain
-        self.scheme = "http" if insecure or is_loopback(domain) else "https"
+        self.insecure = insecure
+        self.tls = tls_context(domain, certs_dir, verify=not insecure)
+        self._scheme = "" if insecure else "https"
         self.credentials = credentials
         self.timeout = timeout
         self._tokens: dict[str, str] = {}          # scope -> "Bearer ..." / "Basic ..."
@@ -83,10 +93,25 @@ class RegistryClient:
         pool = self._local.__dict__.setdefault("pool", {})
         conn = pool.get((scheme, netloc))
         if conn is None:
-            cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-            conn = cls(netloc, timeout=self.timeout)
+            if scheme == "https":
+                conn = http.client.HTTPSConnection(netloc, timeout=self.timeout, context=self.tls)
+            else:
+                conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
             pool[(scheme, netloc)] = conn
         return conn
+
+    @property
+    def scheme(self) -> str:
+        """https, or for an insecure registry whatever answers first: https (unverified), then http."""
+        with self._lock:
+            if not self._scheme:
+                try:
+                    self._send("GET", f"https://{self.host}/v2/", {}, None).read()
+                    self._scheme = "https"
+                except (OSError, http.client.HTTPException):
+                    self._drop_conn("https", self.host)
+                    self._scheme = "http"
+            return self._scheme
 
     def _drop_conn(self, scheme: str, netloc: str) -> None:
         conn = self._local.__dict__.get("pool", {}).pop((scheme, netloc), None)
@@ -174,6 +199,9 @@ class RegistryClient:
             payload = body() if callable(body) else body
             try:
                 resp = self._send(method, url, hdrs, payload)
+            except ssl.SSLCertVerificationError as e:
+                raise RegistryError(f"TLS verification of {self.domain} failed ({e.verify_message}): put its CA in "
+                                    f"/etc/docker/certs.d/{self.domain}/ca.crt or list it as an insecure registry") from None
             except (OSError, http.client.HTTPException) as e:
                 if attempt >= RETRIES:
                     raise RegistryError(f"cannot reach registry {self.domain}: {e}") from None

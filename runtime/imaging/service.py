@@ -22,7 +22,8 @@ from .auth import Credentials, CredentialStore
 from .build import Builder, BuildOptions
 from .progress import Progress, ignore
 from .reference import parse, registry_domain
-from .registry import RegistryClient
+from .registry import RegistryClient, is_loopback
+from .tlsconfig import DEFAULT_CERTS_DIR
 
 
 @dataclass
@@ -42,12 +43,14 @@ class ImageService:
 
     def __init__(self, images: ImageStore, credentials: CredentialStore | None = None,
                  insecure_registries: list[str] | None = None,
-                 users: Callable[[str], list[str]] = lambda _image_id: []) -> None:
+                 users: Callable[[str], list[str]] = lambda _image_id: [],
+                 certs_dir: Path = DEFAULT_CERTS_DIR) -> None:
         """`users(image_id)` lists containers using an image (prune keeps those), as in `ImageStore.remove`."""
         self.images = images
         self.credentials = credentials or CredentialStore()
         self.insecure = set(insecure_registries or [])
         self.users = users
+        self.certs_dir = certs_dir
 
     def recover(self) -> None:
         """At agent start-up, before serving: drop what a crash (kill -9) mid pull/load/build left.
@@ -60,14 +63,18 @@ class ImageService:
             self.images.gc()
 
     def client(self, domain: str) -> RegistryClient:
-        return RegistryClient(domain, self.credentials.get(domain), insecure=domain in self.insecure)
+        return RegistryClient(domain, self.credentials.get(domain), insecure=self.is_insecure(domain), certs_dir=self.certs_dir)
+
+    def is_insecure(self, domain: str) -> bool:
+        """Docker's rule: listed as insecure, or on loopback."""
+        return domain in self.insecure or is_loopback(domain)
 
     # -- registry ---------------------------------------------------------------------------
     def login(self, registry: str, username: str, password: str) -> str:
         """Check the credentials against the registry (`GET /v2/`), then store them. Returns "Login Succeeded"."""
         domain = registry_domain(registry)
         creds = Credentials(username, password)
-        client = RegistryClient(domain, creds, insecure=domain in self.insecure)
+        client = RegistryClient(domain, creds, insecure=self.is_insecure(domain), certs_dir=self.certs_dir)
         try:
             client.ping()
         finally:

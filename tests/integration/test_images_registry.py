@@ -107,7 +107,7 @@ def test_resumable_chunked_upload_and_retries(tmp_path, registry, service) -> No
     try:
         data = os.urandom(300_000)
         blob = service.images.content.write(data)
-        client = RegistryClient(proxy.host)
+        client = RegistryClient(proxy.host, insecure=True)
         # The third PATCH fails twice; the client asks for the offset and resumes there.
         patches = iter(range(100))
         proxy.rule = lambda method, path: method == "PATCH" and next(patches) >= 2
@@ -193,7 +193,7 @@ def test_bad_input_leaves_store_unchanged(tmp_path, registry, service, busybox_t
         index = json.loads((tmp_path / "odd" / "index.json").read_text())
         m = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
         m["layers"][0]["mediaType"] = "application/x-flotilla-unknown"
-        client = RegistryClient(registry.host)
+        client = RegistryClient(registry.host, insecure=True)
         for layer in [m["config"], *m["layers"]]:
             data = (blobs / layer["digest"][7:]).read_bytes()
             client.upload_blob("bad/x", layer["digest"], len(data), lambda off, d=data: __import__("io").BytesIO(d[off:]))
@@ -308,3 +308,36 @@ def test_kill_9_during_pull_then_recover(tmp_path, registry, busybox_tar) -> Non
     assert store_listing(root) != before  # something was left behind by the kill
     svc.recover()
     assert store_listing(root) == before
+
+
+def test_tls_registry_certs_d_and_insecure_probe(tmp_path, service) -> None:
+    from images_support import make_cert
+
+    (tmp_path / "tls").mkdir()
+    cert, key = make_cert(tmp_path / "tls")
+    with run_registry(tmp_path / "tls", tls=(cert, key)) as reg:
+        write_oci_layout(tmp_path / "img", LAYERS[:1])
+        skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'img'}:latest", f"docker://{reg.host}/tls/x:1")
+        # Loopback counts as insecure: HTTPS without verification is tried first, and answers.
+        client = service.client(reg.host)
+        assert client.scheme == "https"
+        client.close()
+        assert service.pull(f"{reg.host}/tls/x:1").layers
+        # Verified HTTPS: refused without the CA, accepted with it in certs.d/<host>/.
+        certs = tmp_path / "certs.d"
+        strict = RegistryClient(reg.host, insecure=False, certs_dir=certs)
+        with pytest.raises(RegistryError, match=f"certs.d/{reg.host}/ca.crt"):
+            strict.ping()
+        (certs / reg.host).mkdir(parents=True)
+        (certs / reg.host / "ca.crt").write_bytes(cert.read_bytes())
+        trusted = RegistryClient(reg.host, insecure=False, certs_dir=certs)
+        trusted.ping()
+        assert trusted.blob_exists("tls/x", json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{reg.host}/tls/x:1"))["Layers"][0])
+        trusted.close()
+    # A plain-HTTP loopback registry is probed and falls back to http.
+    (tmp_path / "plain").mkdir()
+    with run_registry(tmp_path / "plain") as plain:
+        client = service.client(plain.host)
+        assert client.scheme == "http"
+        client.ping()
+        client.close()
