@@ -114,8 +114,11 @@ def pull(images: ImageStore, client: RegistryClient, ref: ImageRef, platform: st
             tx.blob(d)
             images.content.write(data, expected=d)
         tags = [ref.familiar()]
-        info = images.register_image(digest, tags, repo_digests=[f"{ref.familiar_name}@{repo_digest}"])
+        with images.lock:
+            previous = images._meta()["tags"].get(ref.familiar())
+            info = images.register_image(digest, tags, repo_digests=[f"{ref.familiar_name}@{repo_digest}"])
     progress(ProgressEvent("", f"Digest: {repo_digest}"))
-    progress(ProgressEvent("", f"Status: Downloaded newer image for {ref.familiar()}"))
+    fresh = "Image is up to date for" if previous == info.id else "Downloaded newer image for"
+    progress(ProgressEvent("", f"Status: {fresh} {ref.familiar()}"))
     return info
 

@@ -63,6 +63,10 @@ def test_pull_image_pushed_by_skopeo(tmp_path, registry, service, compress) -> N
     same = service.pull(f"{registry.host}/team/app@{info['manifest_digest']}", progress=again.append)
     assert same.id == image.id and service.images.lower_dirs(same.id) == lower
     assert [e.status for e in again if e.id] == ["Waiting"] * 3 + ["Already exists"] * 3
+    assert events[-1].status == f"Status: Downloaded newer image for {registry.host}/team/app:1"
+    up_to_date = []
+    service.pull(f"{registry.host}/team/app:1", progress=up_to_date.append)
+    assert up_to_date[-1].status == f"Status: Image is up to date for {registry.host}/team/app:1"
 
 
 def test_pull_platform_from_index(tmp_path, registry, service) -> None:
