@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from typing import BinaryIO
 
 from ..images import ImageStore
 from ..store import digest_bytes
@@ -67,10 +68,8 @@ def push_blob(images: ImageStore, client: RegistryClient, repo: str, desc: Descr
         if client.mount_blob(repo, desc.digest, source):
             progress(ProgressEvent(ident, f"Mounted from {source}", desc.size, desc.size))
             return
-    path = images.content.path(desc.digest)
-
-    def open_at(offset: int):  # noqa: ANN202 - a file object
-        f = open(path, "rb")
+    def open_at(offset: int) -> BinaryIO:
+        f = images.content.open(desc.digest)  # NotFound if an rmi removed it meanwhile
         f.seek(offset)
         return f
 

@@ -74,27 +74,33 @@ def save(images: ImageStore, refs: list[str], fileobj: BinaryIO) -> None:
             if tag in meta["tags"] and tag not in tags:
                 tags.append(tag)
         entries = [(image_id, meta["images"][image_id]["manifest"], tags) for image_id, tags in chosen.items()]
-        # Hold the blobs open before releasing the lock: an rmi meanwhile cannot tear the archive.
-        manifests = {m: images.content.read(m) for _, m, _ in entries}
-    blobs: list[str] = []
-    docker_manifest, index, repositories = [], [], {}
-    for image_id, mdigest, tags in entries:
-        m = parse_manifest(manifests[mdigest])
-        assert isinstance(m, Manifest)
-        for d in [mdigest, m.config.digest] + [layer.digest for layer in m.layers]:
-            if d not in blobs:
-                blobs.append(d)
-        docker_manifest.append({"Config": f"blobs/sha256/{image_id[7:]}", "RepoTags": tags,
-                                "Layers": [f"blobs/sha256/{layer.digest[7:]}" for layer in m.layers]})
-        for tag in tags or [""]:
-            desc: dict[str, Any] = {"mediaType": m.media_type, "digest": mdigest, "size": len(manifests[mdigest])}
-            if tag:
-                r = parse(tag)
-                desc["annotations"] = {NAME_ANNOTATION: str(r), REF_ANNOTATION: r.tag}
-                repositories.setdefault(r.familiar_name, {})[r.tag] = m.layers[-1].digest[7:] if m.layers else ""
-            index.append(desc)
-    paths = {d: images.content.path(d) for d in blobs}
-    fds = {d: open(p, "rb") for d, p in paths.items()}
+        blobs: list[str] = []
+        docker_manifest, index, repositories = [], [], {}
+        for image_id, mdigest, tags in entries:
+            body = images.content.read(mdigest)
+            m = parse_manifest(body)
+            assert isinstance(m, Manifest)
+            for d in [mdigest, m.config.digest] + [layer.digest for layer in m.layers]:
+                if d not in blobs:
+                    blobs.append(d)
+            docker_manifest.append({"Config": f"blobs/sha256/{image_id[7:]}", "RepoTags": tags,
+                                    "Layers": [f"blobs/sha256/{layer.digest[7:]}" for layer in m.layers]})
+            for tag in tags or [""]:
+                desc: dict[str, Any] = {"mediaType": m.media_type, "digest": mdigest, "size": len(body)}
+                if tag:
+                    r = parse(tag)
+                    desc["annotations"] = {NAME_ANNOTATION: str(r), REF_ANNOTATION: r.tag}
+                    repositories.setdefault(r.familiar_name, {})[r.tag] = m.layers[-1].digest[7:] if m.layers else ""
+                index.append(desc)
+        # Open every blob before releasing the lock: an rmi meanwhile cannot tear the archive.
+        fds: dict[str, Any] = {}
+        try:
+            for d in blobs:
+                fds[d] = images.content.open(d)
+        except BaseException:
+            for f in fds.values():
+                f.close()
+            raise
     try:
         with tarfile.open(fileobj=fileobj, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             _dir(tar, "blobs")
