@@ -7,6 +7,7 @@ Issue 3 (pull/push) adds images by writing the same three kinds of blob and call
 """
 from __future__ import annotations
 
+import collections
 import copy
 import gzip
 import hashlib
@@ -149,6 +150,9 @@ class ImageStore:
         self.layers_dir.mkdir(exist_ok=True)
         self.meta_path = root / "images.json"
         self.lock = threading.RLock()
+        # Blob digests and chain ids (with a count of holders) that pulls, loads and builds in progress
+        # have written but not yet published (issue 3's StoreTransaction): gc must leave them alone.
+        self.leased: collections.Counter[str] = collections.Counter()
 
     # -- metadata -------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
@@ -399,8 +403,9 @@ class ImageStore:
         with self.lock:
             blobs, chains = self._referenced()
             for d in self.content.digests():
-                if d not in blobs:
+                if d not in blobs and d not in self.leased:
                     self.content.delete(d)
             for entry in self.layers_dir.iterdir():
-                if not entry.name.startswith(".") and "sha256:" + entry.name not in chains:
+                chain = "sha256:" + entry.name
+                if not entry.name.startswith(".") and chain not in chains and chain not in self.leased:
                     remove_tree(entry)

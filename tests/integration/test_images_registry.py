@@ -345,3 +345,44 @@ def test_tls_registry_certs_d_and_insecure_probe(tmp_path, service) -> None:
         assert client.scheme == "http"
         client.ping()
         client.close()
+
+
+def test_gc_during_a_pull_leaves_its_blobs_alone(tmp_path, registry, service) -> None:
+    """rmi/prune run gc; what an unfinished pull wrote is leased and survives it."""
+    import threading
+
+    info = seed(tmp_path, registry.host, "lease/x:1", LAYERS)
+    manifest = json.loads((tmp_path / "oci" / "blobs" / "sha256" / info["manifest_digest"][7:]).read_text())
+    stalled = manifest["layers"][2]["digest"]
+    proxy = FaultProxy(registry.host)
+    gate, two_done = threading.Event(), threading.Event()
+    original = proxy.server.RequestHandlerClass._do
+
+    def stall(handler) -> None:
+        if handler.command == "GET" and handler.path.endswith(stalled):
+            gate.wait(30)
+        original(handler)
+
+    proxy.server.RequestHandlerClass.do_GET = stall
+    done: list[str] = []
+    result: list = []
+
+    def on_event(e) -> None:
+        if e.status == "Pull complete":
+            done.append(e.id)
+            if len(done) == 2:
+                two_done.set()
+
+    worker = threading.Thread(target=lambda: result.append(service.pull(f"{proxy.host}/lease/x:1", progress=on_event)))
+    worker.start()
+    try:
+        assert two_done.wait(30)
+        service.prune(all_images=True)  # gc with two layers written but no image published yet
+        assert len(os.listdir(tmp_path / "root" / "layers")) == 2
+    finally:
+        gate.set()
+        worker.join(30)
+        proxy.close()
+    image = result[0]
+    assert [Path(d).is_dir() for d in service.images.lower_dirs(image.id)] == [True] * 3
+    assert service.images.leased == {}
