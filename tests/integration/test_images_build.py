@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from images_support import processes_mentioning, store_listing
-from conftest import mounts_containing
+from tests.conftest import mounts_containing
 from flotilla.runtime.errors import InvalidArgument
 from flotilla.runtime.images import ImageStore
 from flotilla.runtime.imaging.auth import CredentialStore

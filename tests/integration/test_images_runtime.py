@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mounts_containing
+from tests.conftest import mounts_containing
 from images_support import run_registry, skopeo, store_listing
 from flotilla.runtime.errors import Conflict
 from flotilla.runtime.imaging.auth import CredentialStore
