@@ -1,0 +1,79 @@
+"""Crash-safe file writes: everything the runtime records goes through here.
+
+A reader (or the runtime after kill -9) sees either the old file or the new one, never a torn
+write: data goes to a temp file in the same directory, is fsynced, and is renamed over the target.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or create in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace `path` with `data` atomically (temp file, fsync, rename)."""
+    tmp = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Replace `path` with the JSON encoding of `obj` atomically."""
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+
+
+def read_json(path: Path) -> Any:
+    """Read a JSON file written by atomic_write_json."""
+    with open(path, "rb") as f:
+        return json.load(f)
+
+
+def temp_sibling(path: Path) -> Path:
+    """A fresh temp path next to `path` (same filesystem, so a rename can publish it)."""
+    return path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}")
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree crash-safely: rename it to a trash name first, then delete.
+
+    After a crash midway the half-deleted tree carries a `.trash-` name that `sweep_temps`
+    removes, so no half-removed object is ever mistaken for a live one.
+    """
+    if not path.exists():
+        return
+    trash = path.with_name(f".trash-{path.name}-{secrets.token_hex(4)}")
+    os.rename(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def sweep_temps(directory: Path) -> None:
+    """Remove leftovers (`.tmp-*`, `.trash-*`) of operations interrupted by a crash."""
+    if not directory.is_dir():
+        return
+    for entry in directory.iterdir():
+        if entry.name.startswith((".tmp-", ".trash-")):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)

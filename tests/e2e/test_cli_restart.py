@@ -1,0 +1,71 @@
+"""Restart policies enforced by the agent's monitor, and adoption after `kill -9` of the agent."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cli_harness import IMAGE, agent, ctl, wait_for  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.root
+
+
+def restart_count(agent, ref: str) -> int:
+    return agent.inspect(ref)["RestartCount"]
+
+
+def test_on_failure_restarts_n_times_then_stays_exited(ctl, agent):
+    cid = ctl("run", "-d", "--restart", "on-failure:2", IMAGE, "sh", "-c", "exit 3").stdout.strip()
+    wait_for(lambda: restart_count(agent, cid) == 2 and agent.status(cid) == "exited", 15,
+             what="two restarts")
+    time.sleep(1.0)  # back-off would have fired by now
+    assert restart_count(agent, cid) == 2 and agent.status(cid) == "exited"
+    assert agent.inspect(cid)["State"]["ExitCode"] == 3
+
+
+def test_on_failure_does_not_restart_success(ctl, agent):
+    cid = ctl("run", "-d", "--restart", "on-failure", IMAGE, "true").stdout.strip()
+    assert ctl("wait", cid).stdout == "0\n"
+    time.sleep(0.5)
+    assert restart_count(agent, cid) == 0 and agent.status(cid) == "exited"
+
+
+def test_always_restarts_until_stopped(ctl, agent):
+    cid = ctl("run", "-d", "--restart", "always", IMAGE, "sh", "-c", "sleep 0.2").stdout.strip()
+    wait_for(lambda: restart_count(agent, cid) >= 2, 15, what="restarts of an always container")
+    ctl("stop", "-t", "1", cid)
+    count = restart_count(agent, cid)
+    time.sleep(1.5)
+    assert agent.status(cid) == "exited" and restart_count(agent, cid) == count
+
+
+def test_unless_stopped_not_after_stop(ctl, agent):
+    cid = ctl("run", "-d", "--restart", "unless-stopped", IMAGE, "sleep", "60").stdout.strip()
+    ctl("stop", "-t", "1", cid)
+    time.sleep(1.0)
+    assert agent.status(cid) == "exited" and restart_count(agent, cid) == 0
+
+
+def test_rm_flag_removes_detached_container_on_exit(ctl, agent):
+    cid = ctl("run", "-d", "--rm", IMAGE, "sh", "-c", "sleep 0.3").stdout.strip()
+    wait_for(lambda: cid not in agent.container_ids(), 10, what="auto-removal")
+
+
+def test_adoption_after_agent_kill9(ctl, agent):
+    """kill -9 the agent: containers keep running; a new agent adopts them and enforces policies."""
+    sleeper = ctl("run", "-d", "--name", f"adopt-{agent.suffix}", IMAGE, "sh", "-c",
+                  "echo before; sleep 60").stdout.strip()
+    flaky = ctl("run", "-d", "--restart", "always", IMAGE, "sleep", "1").stdout.strip()
+    pid = agent.inspect(sleeper)["State"]["Pid"]
+    agent.kill9()
+    time.sleep(0.3)
+    assert open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"sh")  # still running without the agent
+    agent.start()
+    assert agent.status(sleeper) == "running" and agent.inspect(sleeper)["State"]["Pid"] == pid
+    assert sleeper[:12] in ctl("ps", "-q").stdout.split()
+    assert ctl("logs", sleeper).stdout == "before\n"
+    assert ctl("exec", sleeper, "echo", "exec-after-adoption").stdout == "exec-after-adoption\n"
+    count = restart_count(agent, flaky)
+    wait_for(lambda: restart_count(agent, flaky) > count, 15, what="the adopted always container to restart")
+    ctl("stop", "-t", "1", sleeper)
+    assert agent.status(sleeper) == "exited"
