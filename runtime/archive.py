@@ -198,8 +198,9 @@ def _file_data(fd: int, size: int) -> Iterator[bytes]:
 class TreeWriter:
     """Produces tar bytes for entries found below directory fds (hard links tracked by inode)."""
 
-    def __init__(self, whiteouts: bool = False) -> None:
+    def __init__(self, whiteouts: bool = False, skip: set[str] | None = None) -> None:
         self.whiteouts = whiteouts
+        self.skip = skip or set()  # directories emitted empty (mount points of a running container)
         self._links: dict[tuple[int, int], str] = {}
 
     def entry(self, dir_fd: int, base: str, arcname: str) -> Iterator[bytes]:
@@ -251,6 +252,8 @@ class TreeWriter:
                 marker = tarfile.TarInfo(prefix + OPAQUE_MARKER)
                 marker.mode = 0o644
                 yield _header(marker)
+        if arcname in self.skip:
+            return
         for name in sorted(os.listdir(fd)):
             yield from self.entry(fd, name, prefix + name)
 

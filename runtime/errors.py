@@ -28,3 +28,7 @@ class StartFailed(RuntimeFault):
     def __init__(self, message: str, exit_code: int = 125) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class Timeout(RuntimeFault, TimeoutError):
+    """A wait ran out of time (gRPC DEADLINE_EXCEEDED); the container is unchanged."""

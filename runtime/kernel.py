@@ -1,0 +1,71 @@
+"""Small kernel interfaces the runtime uses in-process: mounts, RESOLVE_IN_ROOT opens, pidfds.
+
+mount/umount2/openat2 come from the shim helper's wrapper (`native.syscalls`). Process
+identity is (pid, start time from /proc/<pid>/stat): a pidfd is only handed out after checking
+that the pid still belongs to the process we started, so a recycled pid is never signalled.
+"""
+from __future__ import annotations
+
+import os
+import select
+from pathlib import Path
+
+from .native import syscalls
+
+
+def mount_overlay(target: Path, lower: list[str], upper: Path, work: Path) -> None:
+    """Mount an overlay of `lower` (topmost first) with `upper`/`work` at `target`."""
+    opts = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
+    syscalls.mount("overlay", target, "overlay", syscalls.MS_NOSUID | syscalls.MS_NODEV, opts)
+
+
+def unmount(target: Path) -> None:
+    """Detach a mount (lazy, so a busy mount still disappears from the tree at once)."""
+    syscalls.umount2(target, syscalls.MNT_DETACH)
+
+
+def mounts_under(prefix: Path) -> list[str]:
+    """Mount points below `prefix` in this mount namespace, deepest first."""
+    found = []
+    base = str(prefix).rstrip("/") + "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4].replace("\\040", " ")
+            if point.startswith(base):
+                found.append(point)
+    return sorted(found, key=len, reverse=True)
+
+
+def open_in_root(root_fd: int, path: str, flags: int) -> int:
+    """openat2(RESOLVE_IN_ROOT): `path` (symlinks and `..` included) can never leave `root_fd`."""
+    return syscalls.openat2(root_fd, path, flags, 0, syscalls.RESOLVE_IN_ROOT | syscalls.RESOLVE_NO_MAGICLINKS)
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def open_pidfd(pid: int, started: int) -> int | None:
+    """A pidfd for `pid` if it is still the process that started at `started`, else None."""
+    if pid <= 0:
+        return None
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return None
+    if start_time(pid) != started or exited(fd):
+        os.close(fd)
+        return None
+    return fd
+
+
+def exited(pidfd: int, timeout: float = 0) -> bool:
+    """Whether the process behind `pidfd` has ended (waiting up to `timeout` seconds)."""
+    ready, _, _ = select.select([pidfd], [], [], timeout)
+    return bool(ready)

@@ -1,0 +1,792 @@
+"""The container runtime library: the one entry point the agent (and tests) use.
+
+`Runtime` ties together the image store, volumes, the cgroups driver and the shim. It is
+synchronous and thread-safe (one re-entrant lock around every state change; long waits such
+as a stop's grace period happen outside it). Nothing here knows about gRPC.
+
+Status is derived, never stored: a container whose record has a shim pid is "running" while
+that shim (identified by pid *and* start time) lives, "paused" when its freezer is frozen,
+"exited" once the shim's exit file exists, "dead" if the shim vanished without one. The first
+query that sees an exit "finalizes" it: exit code and time from the exit file, OOM from the
+cgroup, then the cgroup is removed. That works the same after an agent crash.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import shlex
+import signal as _signal
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from . import archive, kernel, shim
+from .cgroups import DEFAULT_ROOT, Cgroup, CgroupDriver, Resources
+from .clock import ZERO_TIME, now, parse_rfc3339, rfc3339
+from .containers import ContainerInfo, ContainerStore, command_string, new_state, resolve_process
+from .errors import Conflict, InvalidArgument, NotFound, RuntimeFault, StartFailed, Timeout
+from .fsutil import sweep_temps
+from .images import ImageInfo, ImageStore, apply_changes, chain_ids
+from .reference import parse_reference
+from .logs import LogEntry, read_log
+from .names import random_name
+from .spec import ContainerSpec, ExecSpec, check_env, merge_env, parse_signal, validate_spec
+from .volumes import VolumeInfo, VolumeStore
+
+KILL_WAIT = 10.0  # how long a SIGKILLed container may take to disappear before it is an error
+
+
+class _IterStream(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks (to store a generated tar as a blob)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks, self.buf = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self.buf:
+            try:
+                self.buf = next(self.chunks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self.buf))
+        b[:n], self.buf = self.buf[:n], self.buf[n:]
+        return n
+
+
+def _user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _cpu_time(ticks: int) -> str:
+    secs = ticks // os.sysconf("SC_CLK_TCK")
+    return f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
+
+
+class Runtime:
+    """A local container runtime rooted at `root` with its own cgroup parent."""
+
+    def __init__(self, root: Path, cgroup_parent: str = "flotilla", shim_path: Path | None = None,
+                 cgroup_root: Path = DEFAULT_ROOT) -> None:
+        if shim_path is not None and Path(shim_path).resolve() != shim.SHIM_PATH:
+            raise InvalidArgument(f"shim_path {shim_path}: only the built shim {shim.SHIM_PATH} is supported")
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._images = ImageStore(self.root)
+        self._volumes = VolumeStore(self.root)
+        self._store = ContainerStore(self.root)
+        self.cgroups = CgroupDriver(cgroup_parent, cgroup_root)
+        self.tmpmounts = self.root / "tmpmounts"
+        self.tmpmounts.mkdir(exist_ok=True)
+        self._lock = threading.RLock()
+        self._busy: dict[str, int] = {}  # containers with a temporary rootfs mount (copy, export)
+
+    # ================================================================ recovery
+    def recover(self) -> list[str]:
+        """After a (crash-)restart: clean temp state, finalize exited containers, return running ids."""
+        with self._lock:
+            for point in kernel.mounts_under(self.tmpmounts):
+                kernel.unmount(Path(point))
+            for entry in self.tmpmounts.iterdir():
+                os.rmdir(entry)
+            self._images.sweep()
+            self._volumes.sweep()
+            self._store.sweep()
+            running = []
+            for cid in list(self._store.records):
+                if self._status(cid) in ("running", "paused"):
+                    running.append(cid)
+            return running
+
+    def close_cgroup_parent(self) -> None:
+        """Remove this runtime's cgroup parent (when the agent shuts down for good, and in tests)."""
+        self.cgroups.remove_parent()
+
+    # ================================================================ images
+    def import_image(self, tar: BinaryIO | Path, reference: str, changes: dict | None = None) -> ImageInfo:
+        return self._images.import_image(tar, reference, changes)
+
+    def images(self) -> list[ImageInfo]:
+        return self._images.list()
+
+    def image(self, ref: str) -> ImageInfo:
+        return self._images.image(ref)
+
+    def tag_image(self, source: str, target: str) -> None:
+        self._images.tag(source, target)
+
+    def remove_image(self, ref: str, force: bool = False) -> list[str]:
+        with self._lock:
+            return self._images.remove(ref, force, self._image_users)
+
+    def _image_users(self, image_id: str) -> list[str]:
+        return [cid[:12] for cid, r in self._store.records.items() if r["image_id"] == image_id]
+
+    # ================================================================ volumes
+    def create_volume(self, name: str = "", labels: dict | None = None) -> VolumeInfo:
+        return self._volumes.create(name, labels)
+
+    def volumes(self) -> list[VolumeInfo]:
+        return self._volumes.list()
+
+    def volume(self, name: str) -> VolumeInfo:
+        return self._volumes.get(name)
+
+    def remove_volume(self, name: str, force: bool = False) -> None:
+        with self._lock:
+            self._volumes.get(name)
+            users = [cid[:12] for cid, r in self._store.records.items()
+                     if any(m.get("name") == name for m in r["mounts"])]
+            if users and not force:
+                raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
+            self._volumes.remove(name)
+
+    # ================================================================ lookups
+    def _find(self, ref: str) -> str:
+        """Container id for a full id, a name (with or without '/'), or a unique id prefix."""
+        records = self._store.records
+        if ref in records:
+            return ref
+        name = ref.lstrip("/")
+        for cid, r in records.items():
+            if r["name"] == name:
+                return cid
+        if ref and all(c in "0123456789abcdef" for c in ref):
+            matches = [cid for cid in records if cid.startswith(ref)]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise Conflict(f"multiple containers match id prefix {ref!r}: give more characters")
+        raise NotFound(f"no such container: {ref}")
+
+    def _cgroup(self, cid: str) -> Cgroup:
+        return self.cgroups.cgroup(cid)
+
+    def _shim_pidfd(self, cid: str) -> int | None:
+        st = self._store.records[cid]["state"]
+        return kernel.open_pidfd(st["shim_pid"], st["shim_start"]) if st["shim_pid"] else None
+
+    def _shim_alive(self, cid: str) -> bool:
+        fd = self._shim_pidfd(cid)
+        if fd is None:
+            return False
+        os.close(fd)
+        return True
+
+    def _status(self, cid: str) -> str:
+        """Derive the status from files, finalizing an exit the first time it is seen."""
+        with self._lock:
+            record = self._store.records[cid]
+            st = record["state"]
+            if not st["shim_pid"]:
+                return "created"
+            if self._shim_alive(cid):
+                return "paused" if self._cgroup(cid).frozen() else "running"
+            exit_path = self._store.bundle(cid) / "exit"
+            if not st["finalized"]:
+                self._finalize(record, exit_path)
+            return "exited" if exit_path.exists() else "dead"
+
+    def _finalize(self, record: dict[str, Any], exit_path: Path) -> None:
+        """Record exit code, time and OOM once the shim is gone; remove the cgroup."""
+        st = record["state"]
+        try:
+            status = shim.read_exit(exit_path)
+            st["exit_code"] = status.code
+            st["finished_at"] = parse_rfc3339(status.finished)
+        except (FileNotFoundError, ValueError):
+            st["exit_code"] = 255
+            st["finished_at"] = now()
+            st["error"] = "the container's shim died without recording an exit status"
+        cg = self._cgroup(record["id"])
+        if cg.exists():
+            st["oom_killed"] = cg.oom_kills() > 0
+            cg.destroy()
+        st["finalized"] = True
+        self._store.save(record)
+
+    def _info(self, cid: str) -> ContainerInfo:
+        status = self._status(cid)
+        r = self._store.records[cid]
+        st = r["state"]
+        running = status in ("running", "paused")
+        return ContainerInfo(
+            id=cid, name=r["name"], image=r["image"], image_id=r["image_id"],
+            command=command_string(r["process"]["args"]), created=r["created"], status=status,
+            exit_code=0 if running else st["exit_code"], pid=st["pid"] if running else 0,
+            started_at=st["started_at"], finished_at=0.0 if running else st["finished_at"],
+            restart_count=st["restart_count"], spec=ContainerSpec.from_dict(r["spec"]),
+        )
+
+    def list(self, all: bool = False) -> list[ContainerInfo]:  # noqa: A002 (Docker's flag name)
+        with self._lock:
+            infos = [self._info(cid) for cid in list(self._store.records)]
+        infos = [i for i in infos if all or i.status in ("running", "paused")]
+        return sorted(infos, key=lambda i: i.created, reverse=True)
+
+    def get(self, ref: str) -> ContainerInfo:
+        with self._lock:
+            return self._info(self._find(ref))
+
+    # ================================================================ create
+    def create(self, spec: ContainerSpec) -> ContainerInfo:
+        """Validate everything, then publish the bundle; on any error nothing is left behind."""
+        validate_spec(spec)
+        with self._lock:
+            image_id = self._images.resolve(spec.image)
+            name = spec.name
+            if name:
+                taken = [cid for cid, r in self._store.records.items() if r["name"] == name]
+                if taken:
+                    raise Conflict(f'the container name "/{name}" is already in use by container "{taken[0]}"; '
+                                   "remove (or rename) that container to be able to reuse that name")
+            else:
+                names = {r["name"] for r in self._store.records.values()}
+                name = random_name()
+                while name in names:
+                    name = f"{random_name()}{secrets.randbelow(10)}"
+            cid = secrets.token_hex(32)
+            process = resolve_process(spec, self._images.oci_config(image_id).get("config") or {}, cid)
+            for m in spec.mounts:
+                if m.is_bind and not os.path.exists(m.source):
+                    raise InvalidArgument(f"invalid mount config: bind source path does not exist: {m.source}")
+            lowerdirs = self._images.lower_dirs(image_id)
+            made: list[str] = []
+            try:
+                mounts = []
+                for m in spec.mounts:
+                    if m.is_bind:
+                        mounts.append({"type": "bind", "name": "", "source": os.path.normpath(m.source),
+                                       "destination": m.destination, "readonly": m.readonly})
+                        continue
+                    try:
+                        vol = self._volumes.get(m.source)
+                    except NotFound:
+                        vol = self._volumes.create(m.source)
+                        made.append(vol.name)
+                    mounts.append({"type": "volume", "name": vol.name, "source": vol.mountpoint,
+                                   "destination": m.destination, "readonly": m.readonly})
+                record = {
+                    "id": cid, "name": name, "created": now(), "image": spec.image, "image_id": image_id,
+                    "spec": {**spec.to_dict(), "name": name}, "process": process, "lowerdirs": lowerdirs,
+                    "mounts": mounts, "state": new_state(),
+                }
+                self._store.create(record)
+            except BaseException:
+                for vol_name in made:
+                    self._volumes.remove(vol_name)
+                raise
+            return self._info(cid)
+
+    # ================================================================ start / attach / wait
+    def _shim_config(self, record: dict[str, Any], attach: bool) -> shim.ShimConfig:
+        bundle = self._store.bundle(record["id"])
+        spec = record["spec"]
+        proc = record["process"]
+        namespaces = [ns for ns in shim.ALL_NAMESPACES if not (ns == "net" and spec["network_mode"] == "host")]
+        return shim.ShimConfig(
+            args=proc["args"], env=proc["env"], cwd=proc["cwd"], user=proc["user"] or None,
+            hostname=proc["hostname"], lowerdir=record["lowerdirs"], upperdir=str(bundle / "upper"),
+            workdir=str(bundle / "work"), rootfs=str(bundle / "rootfs"), readonly=spec["readonly_rootfs"],
+            namespaces=namespaces, cgroups=[str(p) for p in self._cgroup(record["id"]).paths()],
+            mounts=[shim.BindMount(m["source"], m["destination"], m["readonly"]) for m in record["mounts"]],
+            tty=spec["tty"], stdin=spec["stdin_open"], wait_attach=attach,
+            log=str(bundle / f"{record['id']}-json.log"),
+        )
+
+    def start(self, ref: str, attach: bool = False) -> socket.socket | None:
+        """Start the process; with `attach`, it runs only once the returned socket is connected."""
+        with self._lock:
+            cid = self._find(ref)
+            if self._status(cid) in ("running", "paused"):
+                return self.attach(cid) if attach else None
+            if self._busy.get(cid):
+                raise Conflict(f"container {ref} is busy (a copy or export is in progress): try again")
+            record = self._store.records[cid]
+            bundle = self._store.bundle(cid)
+            for leftover in ("exit", "attach.sock", "init.pid", "shim.pid"):
+                (bundle / leftover).unlink(missing_ok=True)
+            sweep_temps(bundle / "exec")
+            for f in (bundle / "exec").iterdir():
+                f.unlink()
+            for m in record["mounts"]:
+                if m["type"] == "volume":
+                    self._volumes.create(m["name"])  # recreated if it was force-removed meanwhile
+            spec = record["spec"]
+            cg = self._cgroup(cid)
+            if cg.exists():
+                cg.destroy()
+            cg.create(Resources(memory=spec["memory"], cpus=spec["cpus"], cpu_shares=spec["cpu_shares"],
+                                pids_limit=spec["pids_limit"]))
+            st = record["state"]
+            try:
+                self._shim_config(record, attach).write(bundle / "shim.conf")
+                proc = shim.run(bundle, wait_attach=attach)
+            except (shim.ShimError, ValueError) as e:
+                cg.destroy()
+                (bundle / "exit").unlink(missing_ok=True)
+                code = e.exit_code if isinstance(e, shim.ShimError) else 125
+                st.update(new_state() | {"restart_count": st["restart_count"], "exit_code": code, "error": str(e)})
+                self._store.save(record)
+                raise StartFailed(str(e), code) from None
+            st.update({
+                "pid": proc.pid, "pid_start": kernel.start_time(proc.pid) or -1,
+                "shim_pid": proc.shim_pid, "shim_start": kernel.start_time(proc.shim_pid) or -1,
+                "started_at": now(), "finished_at": 0.0, "exit_code": 0, "oom_killed": False, "error": "",
+                "finalized": False,
+            })
+            self._store.save(record)
+            return proc.attach
+
+    def attach(self, ref: str) -> socket.socket:
+        with self._lock:
+            cid = self._find(ref)
+            if self._status(cid) not in ("running", "paused"):
+                raise Conflict(f"you cannot attach to a stopped container {ref}: start it first")
+            return shim.connect_attach(self._store.bundle(cid) / "attach.sock")
+
+    def shim_pidfd(self, ref: str) -> int | None:
+        """A pidfd readable once the container's shim has exited (None if it is not running).
+
+        The caller owns (and must close) the descriptor.
+        """
+        with self._lock:
+            return self._shim_pidfd(self._find(ref))
+
+    def wait(self, ref: str, timeout: float | None = None) -> int:
+        """Block until the container is no longer running; its exit code."""
+        with self._lock:
+            cid = self._find(ref)
+            fd = self._shim_pidfd(cid)
+        if fd is not None:
+            try:
+                if not kernel.exited(fd, timeout if timeout is not None else None):
+                    raise Timeout(f"container {ref} is still running after {timeout}s")
+            finally:
+                os.close(fd)
+        with self._lock:
+            return self._info(cid).exit_code
+
+    # ================================================================ signals
+    def _signal_init(self, cid: str, sig: int) -> None:
+        st = self._store.records[cid]["state"]
+        fd = kernel.open_pidfd(st["pid"], st["pid_start"])
+        if fd is None:
+            return  # already gone: the shim is about to report the exit
+        try:
+            _signal.pidfd_send_signal(fd, sig)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _wait_shim(self, cid: str, timeout: float) -> bool:
+        fd = self._shim_pidfd(cid)
+        if fd is None:
+            return True
+        try:
+            return kernel.exited(fd, timeout)
+        finally:
+            os.close(fd)
+
+    def _force_kill(self, cid: str) -> None:
+        """SIGKILL the container (thawing it if paused) and wait for the shim to report the exit."""
+        self._signal_init(cid, _signal.SIGKILL)
+        cg = self._cgroup(cid)
+        if cg.frozen():
+            cg.thaw()
+        if not self._wait_shim(cid, KILL_WAIT):
+            cg.destroy()  # kills by cgroup whatever survived the pid namespace's init
+            if not self._wait_shim(cid, KILL_WAIT):
+                raise RuntimeFault(f"container {cid[:12]} did not die after SIGKILL")
+
+    def stop(self, ref: str, timeout: int | None = None) -> None:
+        """Stop signal, up to `timeout` (default: the spec's stop_timeout) seconds, then SIGKILL."""
+        with self._lock:
+            cid = self._find(ref)
+            if self._status(cid) not in ("running", "paused"):
+                return
+            record = self._store.records[cid]
+            grace = record["spec"]["stop_timeout"] if timeout is None else timeout
+            self._signal_init(cid, parse_signal(record["process"]["stop_signal"]))
+            cg = self._cgroup(cid)
+            if cg.frozen():
+                cg.thaw()  # the signal is pending; it is delivered once thawed
+        if not self._wait_shim(cid, max(0, grace)):
+            with self._lock:
+                self._force_kill(cid)
+        self._status(cid)
+
+    def kill(self, ref: str, signal: str = "KILL") -> None:  # noqa: A002 (the API's name)
+        sig = parse_signal(signal)
+        with self._lock:
+            cid = self._find(ref)
+            status = self._status(cid)
+            if status not in ("running", "paused"):
+                raise Conflict(f"cannot kill container {ref}: container is not running")
+            self._signal_init(cid, sig)
+            if sig == _signal.SIGKILL and status == "paused":
+                self._cgroup(cid).thaw()
+
+    def restart(self, ref: str, timeout: int | None = None) -> None:
+        self.stop(ref, timeout)
+        self.start(ref)
+
+    def pause(self, ref: str) -> None:
+        with self._lock:
+            cid = self._find(ref)
+            status = self._status(cid)
+            if status == "paused":
+                raise Conflict(f"container {ref} is already paused")
+            if status != "running":
+                raise Conflict(f"container {ref} is not running")
+            self._cgroup(cid).freeze()
+
+    def unpause(self, ref: str) -> None:
+        with self._lock:
+            cid = self._find(ref)
+            if self._status(cid) != "paused":
+                raise Conflict(f"container {ref} is not paused")
+            self._cgroup(cid).thaw()
+
+    def record_restart(self, ref: str) -> None:
+        with self._lock:
+            record = self._store.records[self._find(ref)]
+            record["state"]["restart_count"] += 1
+            self._store.save(record)
+
+    # ================================================================ remove
+    def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        """Delete the container; `force` kills a running one; `volumes` also deletes its anonymous volumes."""
+        with self._lock:
+            cid = self._find(ref)
+            if self._busy.get(cid):
+                raise Conflict(f"container {ref} is busy (a copy or export is in progress): try again")
+            if self._status(cid) in ("running", "paused"):
+                if not force:
+                    raise Conflict(f"cannot remove container {ref}: container is running: "
+                                   "stop the container before removing or force remove")
+                self._force_kill(cid)
+                self._status(cid)
+            record = self._store.records[cid]
+            cg = self._cgroup(cid)
+            if cg.exists():
+                cg.destroy()
+            self._store.delete(cid)
+            if volumes:
+                for m in record["mounts"]:
+                    if m["type"] == "volume" and self._is_anonymous(m["name"]) and not self._volume_used(m["name"]):
+                        self._volumes.remove(m["name"])
+
+    def _is_anonymous(self, name: str) -> bool:
+        try:
+            return self._volumes.get(name).anonymous
+        except NotFound:
+            return False
+
+    def _volume_used(self, name: str) -> bool:
+        return any(m.get("name") == name for r in self._store.records.values() for m in r["mounts"])
+
+    # ================================================================ inspect / logs / top / stats
+    def inspect(self, ref: str) -> dict:
+        with self._lock:
+            cid = self._find(ref)
+            info = self._info(cid)
+            r = self._store.records[cid]
+        st, spec, proc = r["state"], r["spec"], r["process"]
+        bundle = self._store.bundle(cid)
+        running = info.status in ("running", "paused")
+        return {
+            "Id": cid, "Created": rfc3339(r["created"]), "Path": proc["args"][0], "Args": proc["args"][1:],
+            "State": {
+                "Status": info.status, "Running": running, "Paused": info.status == "paused",
+                "Restarting": False, "OOMKilled": bool(st["oom_killed"]) and not running,
+                "Dead": info.status == "dead", "Pid": info.pid, "ExitCode": info.exit_code, "Error": st["error"],
+                "StartedAt": rfc3339(st["started_at"]),
+                "FinishedAt": ZERO_TIME if running else rfc3339(st["finished_at"]),
+            },
+            "Image": r["image_id"], "Name": "/" + r["name"], "RestartCount": st["restart_count"],
+            "Driver": "overlay", "Platform": "linux", "LogPath": str(bundle / f"{cid}-json.log"),
+            "HostConfig": {
+                "Binds": [f"{m['name'] or m['source']}:{m['destination']}{':ro' if m['readonly'] else ''}"
+                          for m in r["mounts"]],
+                "NetworkMode": spec["network_mode"],
+                "RestartPolicy": {"Name": spec["restart_policy"]["name"],
+                                  "MaximumRetryCount": spec["restart_policy"]["max_retries"]},
+                "AutoRemove": spec["auto_remove"], "ReadonlyRootfs": spec["readonly_rootfs"],
+                "Memory": spec["memory"], "NanoCpus": int(round(spec["cpus"] * 1e9)), "CpuShares": spec["cpu_shares"],
+                "PidsLimit": spec["pids_limit"], "CgroupParent": self.cgroups.parent,
+            },
+            "Mounts": [{"Type": m["type"], "Name": m["name"], "Source": m["source"], "Destination": m["destination"],
+                        "Mode": "ro" if m["readonly"] else "", "RW": not m["readonly"]} for m in r["mounts"]],
+            "Config": {
+                "Hostname": proc["hostname"], "User": proc["user"], "Tty": spec["tty"], "OpenStdin": spec["stdin_open"],
+                "Env": proc["env"], "Cmd": proc["cmd"], "Entrypoint": proc["entrypoint"] or None, "Image": r["image"],
+                "WorkingDir": proc["cwd"], "Labels": spec["labels"], "StopSignal": proc["stop_signal"],
+                "StopTimeout": spec["stop_timeout"],
+            },
+            "GraphDriver": {"Name": "overlay", "Data": {
+                "LowerDir": ":".join(r["lowerdirs"]), "UpperDir": str(bundle / "upper"),
+                "WorkDir": str(bundle / "work"), "MergedDir": str(bundle / "rootfs")}},
+        }
+
+    def logs(self, ref: str, follow: bool = False, tail: int | None = None, since: float = 0) -> Iterator[LogEntry]:
+        """The json-file log; `follow` keeps reading until the container has stopped."""
+        with self._lock:
+            cid = self._find(ref)
+            fd = self._shim_pidfd(cid)
+        path = self._store.bundle(cid) / f"{cid}-json.log"
+
+        def gen() -> Iterator[LogEntry]:
+            try:
+                yield from read_log(path, follow=follow, tail=tail, since=since,
+                                    stopped=lambda: fd is None or kernel.exited(fd))
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        return gen()
+
+    def top(self, ref: str) -> list[dict]:
+        """PID, USER, TIME, CMD of every process in the container's cgroup (read from /proc)."""
+        with self._lock:
+            cid = self._find(ref)
+            if self._status(cid) not in ("running", "paused"):
+                raise Conflict(f"container {ref} is not running")
+            pids = self._cgroup(cid).pids()
+        rows = []
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    stat_line = f.read()
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+                uid = os.stat(f"/proc/{pid}").st_uid
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # exited meanwhile
+            fields = stat_line[stat_line.rindex(b")") + 2:].split()
+            comm = stat_line[stat_line.index(b"(") + 1:stat_line.rindex(b")")].decode(errors="replace")
+            args = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
+            rows.append({"PID": pid, "PPID": int(fields[1]), "USER": _user_name(uid),
+                         "TIME": _cpu_time(int(fields[11]) + int(fields[12])),
+                         "CMD": " ".join(args) if args else f"[{comm}]"})
+        return rows
+
+    def stats(self, ref: str) -> dict:
+        """CPU, memory and pids counters of the container's cgroup (zeros once it stopped)."""
+        with self._lock:
+            cid = self._find(ref)
+            running = self._status(cid) in ("running", "paused")
+            values = self._cgroup(cid).stats() if running else dict.fromkeys(
+                ("cpu_usage_ns", "cpu_user_ns", "cpu_system_ns", "memory_usage", "memory_limit",
+                 "pids_current", "pids_limit"), 0)
+        with open("/proc/stat") as f:
+            cpu = [int(x) for x in f.readline().split()[1:]]
+        with open("/proc/meminfo") as f:
+            total_kb = int(f.readline().split()[1])
+        values["system_cpu_usage_ns"] = sum(cpu) * 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+        values["online_cpus"] = os.cpu_count() or 1
+        if not values["memory_limit"]:
+            values["memory_limit"] = total_kb * 1024  # unlimited: the host's memory, as Docker shows
+        values["read"] = rfc3339(now())
+        return values
+
+    # ================================================================ exec
+    def exec(self, ref: str, spec: ExecSpec) -> tuple[str, socket.socket]:  # noqa: A003
+        """Run a process inside the running container; returns the exec id and its attach socket."""
+        if not spec.cmd:
+            raise InvalidArgument("no command specified for exec")
+        check_env(spec.env)
+        if spec.workdir and not spec.workdir.startswith("/"):
+            raise InvalidArgument(f"the working directory {spec.workdir!r} is invalid, it needs to be an absolute path")
+        with self._lock:
+            cid = self._find(ref)
+            status = self._status(cid)
+            if status == "paused":
+                raise Conflict(f"container {ref} is paused, unpause the container before exec")
+            if status != "running":
+                raise Conflict(f"container {ref} is not running")
+            record = self._store.records[cid]
+            proc = record["process"]
+            exec_id = secrets.token_hex(32)
+            bundle = self._store.bundle(cid)
+            cfg = shim.ShimConfig(
+                args=list(spec.cmd), env=merge_env(proc["env"], spec.env), cwd=spec.workdir or proc["cwd"],
+                user=(spec.user or proc["user"]) or None, namespaces=[], masked=[], readonly_paths=[],
+                cgroups=[str(p) for p in self._cgroup(cid).paths()], tty=spec.tty, stdin=spec.stdin_open,
+                wait_attach=True, pid=record["state"]["pid"],
+            )
+            try:
+                cfg.write(bundle / "exec" / f"{exec_id}.conf")
+                started = shim.exec(bundle, exec_id, wait_attach=True)
+            except (shim.ShimError, ValueError) as e:
+                raise StartFailed(str(e), getattr(e, "exit_code", 125)) from None
+            assert started.attach is not None
+            return exec_id, started.attach
+
+    # ================================================================ files
+    @contextmanager
+    def _rootfs(self, cid: str, live_ok: bool) -> Iterator[tuple[int, set[str]]]:
+        """A directory fd of the container's root filesystem and the mount points not to descend into.
+
+        Running: /proc/<pid>/root, the container's own view (with `live_ok`, volumes and all;
+        otherwise every mount but the root is skipped). Stopped: the overlay mounted for the
+        duration under `<root>/tmpmounts/` and always unmounted (recover() does it after a crash).
+        The runtime lock is not held while the caller works with the fd.
+        """
+        with self._lock:
+            record = self._store.records[cid]
+            st = record["state"]
+            if self._status(cid) in ("running", "paused"):
+                root_fd = self._open_live_root(cid, st)
+            else:
+                root_fd = None
+                self._busy[cid] = self._busy.get(cid, 0) + 1
+                target = self.tmpmounts / f"{cid[:12]}-{secrets.token_hex(4)}"
+                target.mkdir()
+        if root_fd is not None:
+            try:
+                yield root_fd, (set() if live_ok else self._container_mountpoints(st["pid"]))
+            finally:
+                os.close(root_fd)
+            return
+        bundle = self._store.bundle(cid)
+        try:
+            kernel.mount_overlay(target, record["lowerdirs"], bundle / "upper", bundle / "work")
+            try:
+                fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    yield fd, set()
+                finally:
+                    os.close(fd)
+            finally:
+                kernel.unmount(target)
+        finally:
+            os.rmdir(target)
+            with self._lock:
+                self._busy[cid] -= 1
+                if not self._busy[cid]:
+                    del self._busy[cid]
+
+    @staticmethod
+    def _open_live_root(cid: str, st: dict[str, Any]) -> int:
+        """Open /proc/<pid>/root, checking (via a pidfd) that the pid is still the container's init."""
+        pidfd = kernel.open_pidfd(st["pid"], st["pid_start"])
+        if pidfd is None:
+            raise Conflict(f"container {cid[:12]} stopped while opening its filesystem: try again")
+        try:
+            root_fd = os.open(f"/proc/{st['pid']}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            if kernel.exited(pidfd):
+                os.close(root_fd)
+                raise Conflict(f"container {cid[:12]} stopped while opening its filesystem: try again")
+            return root_fd
+        finally:
+            os.close(pidfd)
+
+    @staticmethod
+    def _container_mountpoints(pid: int) -> set[str]:
+        """Mount points inside the container other than its root, as archive names ("proc", "dev/pts")."""
+        points = set()
+        with open(f"/proc/{pid}/mountinfo") as f:
+            for line in f:
+                point = line.split()[4].replace("\\040", " ").strip("/")
+                if point:
+                    points.add(point)
+        return points
+
+    def copy_from(self, ref: str, path: str) -> Iterator[bytes]:
+        """A tar stream of `path` in the container (top entry named after its last component)."""
+        with self._lock:
+            cid = self._find(ref)
+        parts = archive.split_path(path, "path")
+
+        def gen() -> Iterator[bytes]:
+            with self._rootfs(cid, live_ok=True) as (root_fd, _):
+                if not parts:
+                    yield from archive.tar_tree(root_fd)
+                    return
+                parent = self._open_dir_in(root_fd, "/" + "/".join(parts[:-1]), ref, path)
+                try:
+                    try:
+                        os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
+                    except FileNotFoundError:
+                        raise NotFound(f"could not find the file {path} in container {ref}") from None
+                    yield from archive.tar_path(parent, parts[-1], parts[-1])
+                finally:
+                    os.close(parent)
+        return gen()
+
+    @staticmethod
+    def _open_dir_in(root_fd: int, path: str, ref: str, shown: str) -> int:
+        try:
+            return kernel.open_in_root(root_fd, path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            raise NotFound(f"could not find the file {shown} in container {ref}") from None
+        except NotADirectoryError:
+            raise InvalidArgument(f"{shown} in container {ref} is not a directory") from None
+
+    def copy_to(self, ref: str, path: str, tar: BinaryIO) -> None:
+        """Unpack a tar stream into the directory `path` of the container (like `docker cp - CTR:path`)."""
+        with self._lock:
+            cid = self._find(ref)
+        with self._rootfs(cid, live_ok=True) as (root_fd, _):
+            dest = self._open_dir_in(root_fd, path, ref, path)
+            try:
+                archive.extract(tar, dest, whiteouts=False)
+            finally:
+                os.close(dest)
+
+    def export(self, ref: str) -> Iterator[bytes]:
+        """A tar of the container's merged root filesystem (without volumes, /proc, /sys, /dev)."""
+        with self._lock:
+            cid = self._find(ref)
+
+        def gen() -> Iterator[bytes]:
+            with self._rootfs(cid, live_ok=False) as (root_fd, skip):
+                yield from archive.TreeWriter(skip=skip).directory(root_fd, "", None)
+                yield b"\0" * 1024
+        return gen()
+
+    def commit(self, ref: str, reference: str, changes: dict | None = None) -> ImageInfo:
+        """The container's upper dir becomes a new top layer of a new image (paused meanwhile, as Docker)."""
+        with self._lock:
+            cid = self._find(ref)
+            record = self._store.records[cid]
+            base = self._images.oci_config(record["image_id"])
+            config = apply_changes(base.get("config") or {}, changes)
+            tag = str(parse_reference(reference)) if reference else None
+            paused_here = False
+            if self._status(cid) == "running":
+                self._cgroup(cid).freeze()
+                paused_here = True
+            try:
+                upper = os.open(self._store.bundle(cid) / "upper", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    with self._images.lock:
+                        diff_id = self._images.content.write_stream(
+                            io.BufferedReader(_IterStream(archive.tar_tree(upper, whiteouts=True))))
+                finally:
+                    os.close(upper)
+            finally:
+                if paused_here:
+                    self._cgroup(cid).thaw()
+            info = self._images.info(record["image_id"])
+            diff_ids = [*info.layers, diff_id]
+            manifest_layers = [lay["digest"] for lay in json.loads(self._images.content.read(info.digest))["layers"]]
+            created = now()
+            history = [*(base.get("history") or []),
+                       {"created": rfc3339(created), "created_by": shlex.join(record["process"]["args"])}]
+            self._images.ensure_layer(chain_ids(diff_ids)[-1], diff_id, diff_id)
+            return self._images.add_image(config=config, diff_ids=diff_ids, layer_blobs=[*manifest_layers, diff_id],
+                                          tag=tag, history=history, created=created)
