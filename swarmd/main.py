@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import hollow_cmd
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarmd", description="Flotilla daemon")
@@ -14,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local API socket (default %(default)s)")
     agent.add_argument("--cgroup-parent", default="flotilla", help="parent cgroup of containers (default %(default)s)")
     agent.add_argument("--metrics-addr", default=None, help="serve Prometheus metrics on HOST:PORT")
+    hollow_cmd.add_parser(sub)
     return parser
 
 
@@ -22,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "agent":
         from flotilla.agent.daemon import run
         return run(args.root, args.listen_local, args.cgroup_parent, args.metrics_addr)
+    if hasattr(args, "func"):
+        return args.func(args)
     return 2
 
 
