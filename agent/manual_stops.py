@@ -17,10 +17,13 @@ class ManualStops:
         self._dir.mkdir(parents=True, exist_ok=True)
 
     def mark(self, container_id: str) -> None:
-        path = self._dir / container_id
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        os.fsync(fd)
-        os.close(fd)
+        """Blocking (fsyncs the directory so the marker survives a crash): call it in a thread."""
+        os.close(os.open(self._dir / container_id, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+        dir_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     def clear(self, container_id: str) -> None:
         (self._dir / container_id).unlink(missing_ok=True)

@@ -146,7 +146,7 @@ class RuntimeService(pb_grpc.RuntimeServicer):
 
     async def StopContainer(self, request, context):
         cid = await self._id(context, request.ref)
-        self.monitor.manual.mark(cid)
+        await asyncio.to_thread(self.monitor.manual.mark, cid)
         async with self.monitor.user_operation(cid):
             await self._call(context, self.rt.stop, cid, request.timeout if request.timeout_set else None)
         return pb.Empty()
@@ -160,7 +160,7 @@ class RuntimeService(pb_grpc.RuntimeServicer):
 
     async def KillContainer(self, request, context):
         cid = await self._id(context, request.ref)
-        self.monitor.manual.mark(cid)
+        await asyncio.to_thread(self.monitor.manual.mark, cid)
         async with self.monitor.user_operation(cid):
             await self._call(context, self.rt.kill, cid, request.signal or "KILL")
         return pb.Empty()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgument
-from .fsutil import atomic_write_json, read_json, remove_tree, sweep_temps
+from .fsutil import atomic_write_json, fsync_dir, read_json, remove_tree, sweep_temps
 from .images import DEFAULT_PATH
 from .spec import ContainerSpec, merge_env
 
@@ -110,6 +110,7 @@ class ContainerStore:
                 (tmp / d).mkdir()
             atomic_write_json(tmp / "config.json", record)
             os.rename(tmp, self.bundle(record["id"]))
+            fsync_dir(self.dir)
         except BaseException:
             remove_tree(tmp)
             raise

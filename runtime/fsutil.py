@@ -23,7 +23,12 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace `path` with `data` atomically (temp file, fsync, rename)."""
+    """Replace `path` with `data` atomically (temp file, fsync, rename).
+
+    The directory is not fsynced here: readers and a crashed-and-restarted process always see
+    the old or the new file, and after a power loss at worst the previous version. Callers that
+    publish something that must survive a power loss call `fsync_dir` themselves.
+    """
     tmp = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
@@ -35,7 +40,6 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, Callable
 from . import archive
 from .clock import now, parse_rfc3339, rfc3339
 from .errors import Conflict, InvalidArgument, NotFound
-from .fsutil import atomic_write_json, read_json, remove_tree, sweep_temps
+from .fsutil import atomic_write_json, fsync_dir, read_json, remove_tree, sweep_temps
 from .reference import parse_reference
 from .spec import check_env, merge_env, parse_signal
 from .store import ContentStore, check_digest
@@ -159,6 +159,7 @@ class ImageStore:
 
     def _save(self, meta: dict[str, Any]) -> None:
         atomic_write_json(self.meta_path, meta)
+        fsync_dir(self.meta_path.parent)  # a tag must survive a power loss like its blobs do
 
     def sweep(self) -> None:
         """Remove leftovers of imports and unpacks interrupted by a crash."""

@@ -65,7 +65,11 @@ def open_pidfd(pid: int, started: int) -> int | None:
     return fd
 
 
-def exited(pidfd: int, timeout: float = 0) -> bool:
-    """Whether the process behind `pidfd` has ended (waiting up to `timeout` seconds)."""
-    ready, _, _ = select.select([pidfd], [], [], timeout)
-    return bool(ready)
+def exited(pidfd: int, timeout: float | None = 0) -> bool:
+    """Whether the process behind `pidfd` has ended (waiting up to `timeout` seconds, None: forever).
+
+    poll, not select: an agent with many containers holds descriptors above FD_SETSIZE (1024).
+    """
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))

@@ -6,7 +6,6 @@ written while we read is picked up on the next pass (follow) instead of half-par
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterator

@@ -30,7 +30,6 @@ from .cgroups import DEFAULT_ROOT, Cgroup, CgroupDriver, Resources
 from .clock import ZERO_TIME, now, parse_rfc3339, rfc3339
 from .containers import ContainerInfo, ContainerStore, command_string, new_state, resolve_process
 from .errors import Conflict, InvalidArgument, NotFound, RuntimeFault, StartFailed, Timeout
-from .fsutil import sweep_temps
 from .images import ImageInfo, ImageStore, apply_changes, chain_ids
 from .reference import parse_reference
 from .logs import LogEntry, read_log
@@ -108,6 +107,8 @@ class Runtime:
             for cid in list(self._store.records):
                 if self._status(cid) in ("running", "paused"):
                     running.append(cid)
+                elif self._cgroup(cid).exists():
+                    self._cgroup(cid).destroy()  # finalized just before a crash
             return running
 
     def close_cgroup_parent(self) -> None:
@@ -190,7 +191,7 @@ class Runtime:
         with self._lock:
             record = self._store.records[cid]
             st = record["state"]
-            if not st["shim_pid"]:
+            if not st["shim_pid"] and not self._adopt_unrecorded_start(record):
                 return "created"
             if self._shim_alive(cid):
                 return "paused" if self._cgroup(cid).frozen() else "running"
@@ -198,6 +199,36 @@ class Runtime:
             if not st["finalized"]:
                 self._finalize(record, exit_path)
             return "exited" if exit_path.exists() else "dead"
+
+    def _adopt_unrecorded_start(self, record: dict[str, Any]) -> bool:
+        """A crash between the shim's start and saving its pids leaves only the shim's pid files.
+
+        The shim is recognised by its command line (the shim binary and this bundle), so a
+        recycled pid is never adopted. Returns whether the container had been started.
+        """
+        bundle = self._store.bundle(record["id"])
+        try:
+            shim_pid = int((bundle / "shim.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return False
+        st = record["state"]
+        try:
+            with open(f"/proc/{shim_pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            alive = len(argv) > 2 and argv[1] == b"run" and argv[2] == os.fsencode(bundle)
+        except (FileNotFoundError, ProcessLookupError):
+            alive = False
+        if not alive and not (bundle / "exit").exists():
+            return False
+        try:
+            pid = int((bundle / "init.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            pid = 0
+        st.update({"shim_pid": shim_pid if alive else -1, "shim_start": (kernel.start_time(shim_pid) or -1) if alive else -1,
+                   "pid": pid, "pid_start": (kernel.start_time(pid) or -1) if alive and pid else -1,
+                   "started_at": os.stat(bundle / "shim.pid").st_mtime, "finalized": False})
+        self._store.save(record)
+        return True
 
     def _finalize(self, record: dict[str, Any], exit_path: Path) -> None:
         """Record exit code, time and OOM once the shim is gone; remove the cgroup."""
@@ -213,9 +244,10 @@ class Runtime:
         cg = self._cgroup(record["id"])
         if cg.exists():
             st["oom_killed"] = cg.oom_kills() > 0
-            cg.destroy()
         st["finalized"] = True
-        self._store.save(record)
+        self._store.save(record)  # before the cgroup (and its OOM counter) is gone; recover() removes it after a crash
+        if cg.exists():
+            cg.destroy()
 
     def _info(self, cid: str) -> ContainerInfo:
         status = self._status(cid)
@@ -272,9 +304,11 @@ class Runtime:
                                        "destination": m.destination, "readonly": m.readonly})
                         continue
                     try:
-                        vol = self._volumes.get(m.source)
+                        vol = self._volumes.get(m.source) if m.source else None
                     except NotFound:
-                        vol = self._volumes.create(m.source)
+                        vol = None
+                    if vol is None:
+                        vol = self._volumes.create(m.source, anonymous=not m.source)
                         made.append(vol.name)
                     mounts.append({"type": "volume", "name": vol.name, "source": vol.mountpoint,
                                    "destination": m.destination, "readonly": m.readonly})
@@ -318,7 +352,6 @@ class Runtime:
             bundle = self._store.bundle(cid)
             for leftover in ("exit", "attach.sock", "init.pid", "shim.pid"):
                 (bundle / leftover).unlink(missing_ok=True)
-            sweep_temps(bundle / "exec")
             for f in (bundle / "exec").iterdir():
                 f.unlink()
             for m in record["mounts"]:
@@ -336,7 +369,8 @@ class Runtime:
                 proc = shim.run(bundle, wait_attach=attach)
             except (shim.ShimError, ValueError) as e:
                 cg.destroy()
-                (bundle / "exit").unlink(missing_ok=True)
+                for leftover in ("exit", "init.pid", "shim.pid"):
+                    (bundle / leftover).unlink(missing_ok=True)
                 code = e.exit_code if isinstance(e, shim.ShimError) else 125
                 st.update(new_state() | {"restart_count": st["restart_count"], "exit_code": code, "error": str(e)})
                 self._store.save(record)
@@ -372,7 +406,7 @@ class Runtime:
             fd = self._shim_pidfd(cid)
         if fd is not None:
             try:
-                if not kernel.exited(fd, timeout if timeout is not None else None):
+                if not kernel.exited(fd, timeout):
                     raise Timeout(f"container {ref} is still running after {timeout}s")
             finally:
                 os.close(fd)

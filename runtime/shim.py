@@ -138,12 +138,24 @@ class ShimConfig:
     pid: int | None = None
     oom_score_adj: int | None = None
 
+    @classmethod
+    def for_exec(cls, pid: int, args: list[str], **kw: object) -> ShimConfig:
+        """The conf of an exec: no container set-up of its own, it joins everything of `pid`."""
+        return cls(args=args, pid=pid, namespaces=[], masked=[], readonly_paths=[], **kw)  # type: ignore[arg-type]
+
     def records(self) -> list[tuple[str, str]]:
         """The (key, value) records in file order; raises ValueError naming the bad field."""
         if not self.args:
             raise ValueError("args: a container needs a command (at least one argument)")
-        if self.netns and "net" in self.namespaces:
-            raise ValueError("netns: joining a network namespace excludes 'net' from namespaces")
+        if self.pid is None:  # a container (an exec joins the namespaces of `pid` instead)
+            if "mnt" not in self.namespaces or not self.rootfs:
+                raise ValueError("rootfs: a container needs the mnt namespace and a rootfs")
+            if self.netns and "net" in self.namespaces:
+                raise ValueError("netns: joining a network namespace excludes 'net' from namespaces")
+            if self.hostname and "uts" not in self.namespaces:
+                raise ValueError("hostname: needs the uts namespace (it would rename the host)")
+        if self.upperdir and not self.workdir:
+            raise ValueError("workdir: an overlay upperdir needs a workdir on the same filesystem")
         for ns in self.namespaces:
             if ns not in ALL_NAMESPACES:
                 raise ValueError(f"namespaces: unknown {ns!r}, use {','.join(ALL_NAMESPACES)}")
@@ -239,8 +251,9 @@ class ShimProcess:
             pidfd = None
         if pidfd is not None:
             try:
-                ready, _, _ = select.select([pidfd], [], [], timeout)
-                if not ready:
+                poller = select.poll()  # not select(): an agent with many containers has fds above 1024
+                poller.register(pidfd, select.POLLIN)
+                if not poller.poll(None if timeout is None else timeout * 1000):
                     raise TimeoutError(f"shim {self.shim_pid} still running after {timeout}s")
             finally:
                 os.close(pidfd)
@@ -353,7 +366,10 @@ def _spawn(argv: list[str]) -> int:
         raise
     finally:
         os.close(w)
-    os.waitpid(pid, 0)  # the intermediate exits right after forking the real shim
+    try:
+        os.waitpid(pid, 0)  # the intermediate exits right after forking the real shim
+    except ChildProcessError:
+        pass  # a process-wide SIGCHLD reaper got it first: nothing is left to reap
     return r
 
 

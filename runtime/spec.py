@@ -23,7 +23,7 @@ _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 
 
 @dataclass
 class Mount:
-    """`-v SRC:DST[:ro]`: an absolute SRC is a bind mount, anything else a named volume."""
+    """`-v SRC:DST[:ro]`: an absolute SRC is a bind mount, a name a named volume, "" an anonymous volume."""
 
     source: str
     destination: str
@@ -188,7 +188,7 @@ def validate_mount(m: Mount) -> None:
         raise InvalidArgument("invalid mount config: destination can't be '/'")
     if "\0" in m.destination or "\t" in m.destination or "\0" in m.source or "\t" in m.source:
         raise InvalidArgument("invalid mount config: paths may not contain NUL or tab characters")
-    if not m.is_bind and not NAME_RE.match(m.source):
+    if m.source and not m.is_bind and not NAME_RE.match(m.source):
         raise InvalidArgument(
             f"invalid mount config: {m.source!r} includes invalid characters for a local volume name, "
             "only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed; use an absolute path for a bind mount")

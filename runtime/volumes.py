@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .clock import now
 from .errors import InvalidArgument, NotFound
-from .fsutil import atomic_write_json, read_json, remove_tree, sweep_temps
+from .fsutil import atomic_write_json, fsync_dir, read_json, remove_tree, sweep_temps
 from .spec import NAME_RE
 
 
@@ -53,6 +53,7 @@ class VolumeStore:
                 os.chmod(tmp / "_data", 0o755)
                 atomic_write_json(tmp / "meta.json", {"created": now(), "labels": labels, "anonymous": anonymous})
                 os.rename(tmp, self.dir / name)
+                fsync_dir(self.dir)
             except BaseException:
                 remove_tree(tmp)
                 raise

@@ -112,7 +112,7 @@ def _probe(client, ctr: str, path: str) -> str:
             first = tar.next()
             return "dir" if first is not None and first.isdir() else "file"
     except grpc.RpcError as err:
-        if err.code() == grpc.StatusCode.NOT_FOUND and "container" not in (err.details() or "").lower():
+        if err.code() == grpc.StatusCode.NOT_FOUND and "no such container" not in (err.details() or "").lower():
             return "missing"
         raise
     finally:

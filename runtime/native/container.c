@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/openat2.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -232,8 +233,6 @@ static void readonly_path(const char *path) {
 }
 
 static void setup_rootfs(const struct conf *c) {
-    if (!c->rootfs)
-        die(EXIT_SETUP, "shim.conf: rootfs is required with a new mount namespace");
     /* Nothing we mount may propagate back to the host. */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         DIE_ERRNO("make / rprivate%s", "");
@@ -513,7 +512,22 @@ static void send_fd(int sock, int fd) {
 }
 
 /* A pty from the container's own devpts, so the slave's name exists inside; the master goes to the shim. */
-static void setup_tty(int sock, uid_t uid) {
+/* /dev/console is the container's terminal, as with runc: the pty slave bound over an empty file. */
+static void bind_console(int master) {
+    int n;
+    if (ioctl(master, TIOCGPTN, &n) < 0)
+        DIE_ERRNO("pty number%s", "");
+    char slave[64];
+    snprintf(slave, sizeof slave, "/dev/pts/%d", n);
+    int target = open_in_container("/dev/console", 1, 1);
+    int tree = target < 0 ? -1 : open_tree(AT_FDCWD, slave, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    if (tree < 0 || move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        DIE_ERRNO("bind %s on /dev/console", slave);
+    close(tree);
+    close(target);
+}
+
+static void setup_tty(int sock, uid_t uid, int console) {
     int master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (master < 0)
         DIE_ERRNO("open /dev/pts/ptmx%s", "");
@@ -525,6 +539,8 @@ static void setup_tty(int sock, uid_t uid) {
         DIE_ERRNO("open pty slave%s", "");
     if (fchown(slave, uid, (gid_t)-1) < 0)
         DIE_ERRNO("chown pty slave%s", "");
+    if (console)
+        bind_console(master);
     send_fd(sock, master);
     close(master);
     close(sock);
@@ -623,12 +639,20 @@ static void join_namespaces(const struct child_io *io) {
 
 void container_main(const struct conf *c, const struct child_io *io) {
     g_errpipe = io->errpipe;
-    /* The shim blocks signals and ignores SIGPIPE; the container starts with defaults. */
-    sigset_t none;
-    sigemptyset(&none);
-    for (int s = 1; s < NSIG; s++)
-        signal(s, SIG_DFL);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    /* The shim blocks signals and ignores SIGPIPE, and whoever started it may have ignored others
+     * (even glibc's reserved real-time ones, which signal() refuses): the container starts with
+     * every disposition at its default and nothing blocked. */
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        uint64_t mask;
+    } dfl = {SIG_DFL, 0, NULL, 0};
+    for (int s = 1; s <= 64; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            syscall(SYS_rt_sigaction, s, &dfl, NULL, sizeof dfl.mask);
+    uint64_t none = 0;
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
     if (setsid() < 0)
         DIE_ERRNO("setsid%s", "");
     umask(022);
@@ -650,8 +674,7 @@ void container_main(const struct conf *c, const struct child_io *io) {
     } else {
         if (c->ns_cgroup && unshare(CLONE_NEWCGROUP) < 0)
             DIE_ERRNO("new cgroup namespace%s", "");
-        if (c->ns_flags & CLONE_NEWNS)
-            setup_rootfs(c);
+        setup_rootfs(c); /* main() made sure there is a mount namespace and a rootfs */
         if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0)
             DIE_ERRNO("sethostname %s", c->hostname);
     }
@@ -667,7 +690,7 @@ void container_main(const struct conf *c, const struct child_io *io) {
             close(fd);
     }
     if (c->tty)
-        setup_tty(io->ptysock, id.uid);
+        setup_tty(io->ptysock, id.uid, !io->exec_mode);
     else
         setup_pipes(io);
 
@@ -675,6 +698,11 @@ void container_main(const struct conf *c, const struct child_io *io) {
     drop_bounding(c, lastcap);
     switch_user(&id);
     set_caps(c, lastcap);
+    /* The process never outlives its shim: nobody would reap it, log it or record its exit. Set
+     * after the credential change (which clears it); the pidfd closes the race with an early death. */
+    struct pollfd shim_gone = {.fd = io->shim_pidfd, .events = POLLIN};
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || poll(&shim_gone, 1, 0) != 0)
+        _exit(EXIT_SETUP);
     if (c->cwd && chdir(c->cwd) < 0)
         DIE_ERRNO("chdir to working directory %s", c->cwd);
     if (c->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)

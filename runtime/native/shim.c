@@ -347,6 +347,10 @@ static void open_exec_namespaces(pid_t pid, struct child_io *io) {
             io->ns_fds[i] = -1;
         }
     }
+    /* A container always has its own mount namespace; sharing ours means the pid is no container
+     * (e.g. it died and the pid was reused by a host process): never exec into the host. */
+    if (io->ns_fds[5] < 0)
+        failf(EXIT_SETUP, "process %d is not a container (it shares the host's mount namespace)", (int)pid);
     if (io->ns_fds[4] >= 0 && setns(io->ns_fds[4], CLONE_NEWPID) < 0)
         failf(EXIT_SETUP, "join the pid namespace of %d: %s", (int)pid, strerror(errno));
 }
@@ -486,6 +490,14 @@ int main(int argc, char **argv) {
         fail(EXIT_SETUP, err);
     if (exec_mode && !c.pid)
         failf(EXIT_SETUP, "%s: pid is required in exec mode", conf_path);
+    if (!exec_mode && c.pid)
+        failf(EXIT_SETUP, "%s: pid is only for exec mode", conf_path);
+    if (!exec_mode && (!(c.ns_flags & CLONE_NEWNS) || !c.rootfs))
+        failf(EXIT_SETUP, "%s: a container needs the mnt namespace and a rootfs (it is mounted inside)", conf_path);
+    if (!exec_mode && c.hostname && !(c.ns_flags & CLONE_NEWUTS))
+        failf(EXIT_SETUP, "%s: hostname needs the uts namespace (it would rename the host)", conf_path);
+    if (!exec_mode && c.netns && (c.ns_flags & CLONE_NEWNET))
+        failf(EXIT_SETUP, "%s: netns joins a network namespace: leave net out of namespaces", conf_path);
 
     /* Detach: the runtime reaps this intermediate at once; the shim is re-parented to init. */
     pid_t p = fork();
@@ -541,6 +553,9 @@ int main(int argc, char **argv) {
         io.stdout_fd = out[1];
         io.stderr_fd = errp[1];
     }
+    io.shim_pidfd = (int)syscall(SYS_pidfd_open, getpid(), 0);
+    if (io.shim_pidfd < 0)
+        failf(EXIT_SETUP, "pidfd_open: %s", strerror(errno));
     if (pipe2(ep, O_CLOEXEC) < 0)
         failf(EXIT_SETUP, "pipe: %s", strerror(errno));
     io.errpipe = ep[1];
@@ -556,6 +571,7 @@ int main(int argc, char **argv) {
     pid_t init = (pid_t)child;
 
     close(ep[1]);
+    close(io.shim_pidfd);
     for (int i = 0; i < 6; i++)
         if (io.ns_fds[i] >= 0)
             close(io.ns_fds[i]);

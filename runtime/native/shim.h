@@ -36,6 +36,7 @@ struct child_io {
     int ptysock;       /* tty: the child sends the pty master over it; else -1 */
     int stdin_fd, stdout_fd, stderr_fd; /* non-tty: the child's ends of the pipes */
     int ns_fds[6];     /* exec mode: namespaces to join (-1: already shared) */
+    int shim_pidfd;    /* pidfd of the shim: readable once it has died */
     int exec_mode;
 };
 

@@ -39,6 +39,7 @@ class Agent:
         self.socket = root / "agent.sock"
         self.cgroup_parent = f"flotilla-test-{self.suffix}"
         self.proc: subprocess.Popen | None = None
+        self.start_args: list[str] = []
         self.env = {**os.environ, "FLOTILLA_HOST": f"unix://{self.socket}"}
 
     # -- process ---------------------------------------------------------------------
@@ -46,7 +47,7 @@ class Agent:
         log = open(self.root / "agent.log", "ab")
         self.proc = subprocess.Popen(
             [str(BIN / "swarmd"), "agent", "--root", str(self.root / "state"), "--listen-local",
-             f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent],
+             f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent, *self.start_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         wait_for(lambda: self.proc.poll() is not None or self.ctl("ps", check=False).returncode == 0,
@@ -90,7 +91,12 @@ class Agent:
 
     # -- hygiene ---------------------------------------------------------------------
     def cleanup(self) -> None:
-        """Remove every container (with volumes) and every volume of this agent."""
+        """Remove every container (with volumes) and every volume of this agent.
+
+        A test that failed while the agent was down (kill -9 tests) gets it started again
+        first, so that its containers are still removed."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
         for cid in self.container_ids():
             self.ctl("rm", "-f", "-v", cid, check=False)
         for name in self.ctl("volume", "ls", "-q").stdout.split():
@@ -126,6 +132,47 @@ class Agent:
                 if child.is_dir():
                     child.rmdir()
             parent.rmdir()
+
+
+def drive_pty(agent: "Agent", argv: list[str], typed: bytes, prompt: bytes = b"# ",
+              timeout: float = 30.0) -> tuple[bytes, int]:
+    """Run swarmctl on a real 24x80 pty (it sees a terminal), type `typed` at the first prompt;
+    returns everything the terminal showed and swarmctl's exit code."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        import fcntl
+        import struct
+        import termios
+
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        os.environ["FLOTILLA_HOST"] = f"unix://{agent.socket}"
+        os.execv(str(BIN / "swarmctl"), ["swarmctl", *argv])
+    output, sent = b"", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if not sent and prompt in output:
+                os.write(fd, typed)
+                sent = True
+    finally:
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert sent, f"no prompt {prompt!r} in {output!r}"
+    return output, os.waitstatus_to_exitcode(status)
 
 
 def started_agent(root: Path, busybox_tar: Path) -> Agent:

@@ -1,15 +1,11 @@
 """`swarmctl run` end to end: output and exit codes, isolation, limits, a real pty, bad input."""
 from __future__ import annotations
 
-import os
-import pty
-import select
 import subprocess
-import time
 
 import pytest
 
-from cli_harness import BIN, IMAGE, agent, ctl, wait_for  # noqa: F401  (fixtures)
+from cli_harness import BIN, IMAGE, agent, ctl, drive_pty, wait_for  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.root
 
@@ -79,32 +75,17 @@ def test_pids_limit_stops_forks(ctl):
 
 def test_interactive_tty_run(agent):
     """`run -it busybox sh` through a real pty: the prompt, our typing, `hi`, exit code 3."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.environ["FLOTILLA_HOST"] = f"unix://{agent.socket}"
-        os.execv(str(BIN / "swarmctl"), ["swarmctl", "run", "-it", "--rm", IMAGE, "sh"])
-    output = b""
-    sent = False
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
-        if not sent and b"# " in output:
-            os.write(fd, b"echo hi; exit 3\r")
-            sent = True
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert sent, output
+    output, code = drive_pty(agent, ["run", "-it", "--rm", IMAGE, "sh"], b"echo hi; exit 3\r")
     assert b"\r\nhi\r\n" in output, output
-    assert os.waitstatus_to_exitcode(status) == 3
+    assert code == 3
     wait_for(lambda: not agent.container_ids(), what="--rm to remove the container")
+
+
+def test_exec_it_gets_a_terminal_of_the_right_size(ctl, agent):
+    cid = ctl("run", "-d", IMAGE, "sleep", "60").stdout.strip()
+    output, code = drive_pty(agent, ["exec", "-it", cid, "sh"], b"stty -a | head -1; tty; exit 5\r")
+    assert code == 5
+    assert b"rows 24; columns 80;" in output and b"/dev/pts/" in output, output
 
 
 def test_interactive_stdin_without_tty(ctl):

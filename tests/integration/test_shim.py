@@ -64,8 +64,7 @@ class Bundle:
         return status, self.log("stdout"), self.log("stderr")
 
     def exec(self, exec_id: str, args: list[str], attach: bool = False, **kw) -> shim.ShimProcess:
-        cfg = ShimConfig(args=args, env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], namespaces=[], masked=[],
-                         readonly_paths=[], **kw)
+        cfg = ShimConfig.for_exec(kw.pop("pid"), args, env=["PATH=/usr/sbin:/usr/bin:/sbin:/bin"], **kw)
         cfg.write(self.dir / "exec" / f"{exec_id}.conf")
         proc = shim.exec(self.dir, exec_id, wait_attach=attach)
         self.pids += [proc.shim_pid, proc.pid]
@@ -113,14 +112,23 @@ def test_exit_code(bundle):
 
 def test_kill_gives_137(bundle):
     proc = bundle.start(["sleep", "1000"])
+    with pytest.raises(TimeoutError):
+        proc.wait(timeout=0.05)
     os.kill(proc.pid, signal.SIGKILL)
     status = proc.wait(timeout=30)
     assert (status.code, status.signal) == (137, 9)
 
 
+def wait_for_log(bundle: Bundle, text: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in bundle.log("stdout"):
+        assert time.monotonic() < deadline, f"{text!r} never appeared in the log"
+        time.sleep(0.01)
+
+
 def test_sigterm_to_shim_is_forwarded(bundle):
-    proc = bundle.start(["sh", "-c", "trap 'exit 9' TERM; while :; do sleep 0.05; done"])
-    time.sleep(0.3)  # let the shell install its trap
+    proc = bundle.start(["sh", "-c", "trap 'exit 9' TERM; echo trapped; while :; do sleep 0.05; done"])
+    wait_for_log(bundle, "trapped")
     os.kill(proc.shim_pid, signal.SIGTERM)
     assert proc.wait(timeout=30).code == 9
 
@@ -284,8 +292,8 @@ def test_attach_stdin_cat(bundle):
 def test_several_clients_get_output(bundle):
     proc = bundle.start(["sh", "-c", "read x; echo got $x; exit 3"], attach=True, wait_attach=True, stdin=True)
     second = shim.connect_attach(bundle.dir / "attach.sock")
-    time.sleep(0.1)  # the shim accepts the second client before output starts
-    proc.attach.sendall(shim.encode_frame(shim.STDIN, b"it\n"))
+    # Input from the second client is read only once the shim accepted it, so both see the output.
+    second.sendall(shim.encode_frame(shim.STDIN, b"it\n"))
     results = [shim.collect(s) for s in (proc.attach, second)]
     for s in (proc.attach, second):
         s.close()
@@ -293,7 +301,7 @@ def test_several_clients_get_output(bundle):
 
 
 def test_tty_and_resize(bundle):
-    proc = bundle.start(["sh", "-c", "test -t 0 && test -t 1 && echo ISTTY; read x; stty size; tty"],
+    proc = bundle.start(["sh", "-c", "test -t 0 && test -t 1 && echo ISTTY; read x; stty size; tty; stty -F /dev/console size"],
                         attach=True, wait_attach=True, stdin=True, tty=True)
     sock = proc.attach
     sock.sendall(shim.encode_frame(shim.RESIZE, shim.resize_payload(40, 123)))
@@ -303,7 +311,7 @@ def test_tty_and_resize(bundle):
     assert code == 0
     text = out.decode()
     assert "ISTTY" in text
-    assert "40 123" in text
+    assert text.count("40 123") == 2  # /dev/console is the same terminal
     assert re.search(r"/dev/pts/\d+", text)
     assert err == b""
     assert all(e["stream"] == "stdout" for e in bundle.log_entries())
@@ -336,6 +344,8 @@ def test_exec_user_and_missing_command(bundle):
     with pytest.raises(ShimError) as e:
         bundle.exec("e3", ["nosuch"], pid=ctr.pid)
     assert e.value.exit_code == 127
+    with pytest.raises(ShimError, match="is not a container"):
+        bundle.exec("e4", ["true"], pid=os.getpid())  # a host process: never exec into the host
     os.kill(ctr.pid, signal.SIGKILL)
     ctr.wait(timeout=30)
 
@@ -365,9 +375,12 @@ def test_cgroup_limits_apply(bundle, unique):
     cg.mkdir()
     try:
         (cg / "pids.max").write_text("3")
-        proc = bundle.start(["sh", "-c", "sleep 0.3; for i in 1 2 3 4 5; do sleep 5 & done; wait"], cgroups=[str(cg)])
-        time.sleep(0.1)
+        proc = bundle.start(["sh", "-c", "read x; for i in 1 2 3 4 5; do sleep 5 & done; wait"], cgroups=[str(cg)],
+                            stdin=True)
         assert str(proc.pid) in (cg / "cgroup.procs").read_text().split()
+        with shim.connect_attach(bundle.dir / "attach.sock") as sock:
+            sock.sendall(shim.encode_frame(shim.STDIN, b"go\n"))
+            shim.collect(sock)
         proc.wait(timeout=30)
         assert "fork" in bundle.log("stderr").lower() or "resource" in bundle.log("stderr").lower()
     finally:
@@ -481,3 +494,48 @@ def test_exec_with_tty_and_oom_score_adj(bundle):
     ex.wait(timeout=30)
     os.kill(ctr.pid, signal.SIGKILL)
     ctr.wait(timeout=30)
+
+
+def test_killing_the_shim_kills_the_container(bundle):
+    proc = bundle.start(["sleep", "1000"])
+    os.kill(proc.shim_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(proc.pid)  # no orphan that nobody would reap or log
+
+
+def test_process_starts_clean(bundle):
+    """Only fds 0-2, default signal dispositions, nothing blocked, umask 022, only the given env."""
+    status, out, _ = bundle.run(["sh", "-c", "ls /proc/$$/fd; grep -E '^Sig(Blk|Ign)' /proc/self/status; umask; env | sort"],
+                                env=["PATH=/bin", "A=1"])
+    assert status.code == 0
+    lines = out.split()
+    assert lines[:3] == ["0", "1", "2"]
+    assert "SigBlk:\t0000000000000000" in out and "SigIgn:\t0000000000000000" in out
+    assert "0022" in lines
+    assert [line for line in out.splitlines() if "=" in line] == ["A=1", "HOME=/root", "PATH=/bin", "PWD=/", "SHLVL=1"]
+
+
+def test_wait_attach_gives_up_when_the_runtime_goes_away(bundle):
+    bundle.config(["true"], wait_attach=True).write(bundle.dir / "shim.conf")
+    report = shim._spawn([str(shim.SHIM_PATH), "run", str(bundle.dir)])
+    assert os.read(report, 100) == b"ready\n"
+    shim_pid = int((bundle.dir / "shim.pid").read_text())
+    bundle.pids.append(shim_pid)
+    os.close(report)  # the runtime died before connecting
+    deadline = time.monotonic() + 30
+    while _alive(shim_pid):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert shim.read_exit(bundle.dir / "exit").code == 125
+    assert not (bundle.dir / "attach.sock").exists()
+
+
+def test_restart_keeps_the_upper_layer(bundle):
+    """A restart mounts the same upper dir again at once: the previous overlay is gone with its namespace."""
+    first, _, _ = bundle.run(["sh", "-c", "echo kept > /state"])
+    second, out, _ = bundle.run(["cat", "/state"])
+    assert (first.code, second.code) == (0, 0)
+    assert out == "kept\n"
+    assert (bundle.dir / "upper" / "state").read_text() == "kept\n"

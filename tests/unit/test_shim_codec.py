@@ -17,8 +17,13 @@ def records(data: bytes) -> list[tuple[str, str]]:
     return [tuple(r.decode().split("=", 1)) for r in data[:-1].split(b"\0")]
 
 
+def container(**kw) -> ShimConfig:
+    kw.setdefault("args", ["x"])
+    return ShimConfig(rootfs="/r", **kw)
+
+
 def test_defaults_are_dockers():
-    recs = records(ShimConfig(args=["sh"]).encode())
+    recs = records(container(args=["sh"]).encode())
     keys = [k for k, _ in recs]
     assert ("arg", "sh") in recs
     assert ("namespaces", "pid,mnt,uts,ipc,net,cgroup") in recs
@@ -53,27 +58,38 @@ def test_full_config_round_trips_in_order():
 
 
 def test_caps_none_keeps_all_and_empty_drops_all():
-    assert "caps" not in dict(records(ShimConfig(args=["x"], caps=None).encode()))
-    assert dict(records(ShimConfig(args=["x"], caps=[]).encode()))["caps"] == ""
+    assert "caps" not in dict(records(container(caps=None).encode()))
+    assert dict(records(container(caps=[]).encode()))["caps"] == ""
 
 
 @pytest.mark.parametrize("kwargs,fragment", [
     (dict(args=[]), "args"),
     (dict(args=["a\0b"]), "NUL"),
-    (dict(args=["x"], env=["NOVALUE"]), "NAME=value"),
-    (dict(args=["x"], namespaces=["user"]), "unknown 'user'"),
-    (dict(args=["x"], netns="/run/netns/a"), "netns"),
-    (dict(args=["x"], caps=[64]), "caps"),
-    (dict(args=["x"], lowerdir=["/a:b"]), "lowerdir"),
-    (dict(args=["x"], mounts=[BindMount("rel", "/d")]), "absolute"),
-    (dict(args=["x"], mounts=[BindMount("/s", "/d\tx")]), "tabs"),
-    (dict(args=["x"], rlimits=[Rlimit("FILES", 1, 2)]), "unknown rlimit"),
-    (dict(args=["x"], rlimits=[Rlimit("NOFILE", 3, 2)]), "soft"),
-    (dict(args=["x"], oom_score_adj=2000), "oom_score_adj"),
+    (dict(env=["NOVALUE"]), "NAME=value"),
+    (dict(namespaces=["pid", "mnt", "user"]), "unknown 'user'"),
+    (dict(netns="/run/netns/a"), "netns"),
+    (dict(namespaces=["pid", "mnt"], hostname="h"), "uts"),
+    (dict(namespaces=["pid"]), "mnt namespace"),
+    (dict(rootfs=None), "rootfs"),
+    (dict(upperdir="/u"), "workdir"),
+    (dict(caps=[64]), "caps"),
+    (dict(lowerdir=["/a:b"]), "lowerdir"),
+    (dict(mounts=[BindMount("rel", "/d")]), "absolute"),
+    (dict(mounts=[BindMount("/s", "/d\tx")]), "tabs"),
+    (dict(rlimits=[Rlimit("FILES", 1, 2)]), "unknown rlimit"),
+    (dict(rlimits=[Rlimit("NOFILE", 3, 2)]), "soft"),
+    (dict(oom_score_adj=2000), "oom_score_adj"),
 ])
 def test_invalid_configs_are_rejected(kwargs, fragment):
+    kw = {"args": ["x"], "rootfs": "/r", **kwargs}
     with pytest.raises(ValueError, match=fragment):
-        ShimConfig(**kwargs).encode()
+        ShimConfig(**kw).encode()
+
+
+def test_exec_config_sets_up_nothing_of_its_own():
+    d = records(ShimConfig.for_exec(42, ["sh"], user="app").encode())
+    assert ("pid", "42") in d and ("namespaces", "") in d and ("user", "app") in d
+    assert not [k for k, _ in d if k in ("masked", "readonly_path", "rootfs")]
 
 
 def test_unknown_field_is_an_error():
@@ -84,11 +100,11 @@ def test_unknown_field_is_an_error():
 def test_write_is_atomic_and_leaves_no_temp(tmp_path):
     path = tmp_path / "shim.conf"
     path.write_bytes(b"old")
-    ShimConfig(args=["true"]).write(path)
+    container(args=["true"]).write(path)
     assert path.read_bytes().startswith(b"arg=true\0")
     assert os.listdir(tmp_path) == ["shim.conf"]
     with pytest.raises(ValueError):
-        ShimConfig(args=["bad\0"]).write(path)
+        container(args=["bad\0"]).write(path)
     assert path.read_bytes().startswith(b"arg=true\0")  # a rejected config never replaces a good one
 
 
@@ -131,6 +147,10 @@ def test_shim_rejects_a_bad_conf_before_doing_anything(tmp_path):
         b"arg=true\0caps=1,x\0": 'shim.conf: caps must be comma-separated numbers 0-63, got "1,x"',
         b"cwd=/\0": 'shim.conf: no command (at least one "arg" record is needed)',
         b"arg=true": "shim.conf: last record is not NUL-terminated (truncated file?)",
+        b"arg=true\0rootfs=/r\0namespaces=pid\0": "shim.conf: a container needs the mnt namespace and a rootfs (it is mounted inside)",
+        b"arg=true\0rootfs=/r\0namespaces=mnt\0hostname=x\0": "shim.conf: hostname needs the uts namespace (it would rename the host)",
+        b"arg=true\0rootfs=/r\0namespaces=mnt,net\0netns=/x\0": "shim.conf: netns joins a network namespace: leave net out of namespaces",
+        b"arg=true\0rootfs=/r\0namespaces=mnt\0pid=1\0": "shim.conf: pid is only for exec mode",
     }
     for data, message in cases.items():
         (tmp_path / "shim.conf").write_bytes(data)
