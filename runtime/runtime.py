@@ -655,6 +655,7 @@ class Runtime:
             proc = record["process"]
             exec_id = secrets.token_hex(32)
             bundle = self._store.bundle(cid)
+            self._prune_execs(bundle / "exec")
             cfg = shim.ShimConfig(
                 args=list(spec.cmd), env=merge_env(proc["env"], spec.env), cwd=spec.workdir or proc["cwd"],
                 user=(spec.user or proc["user"]) or None, namespaces=[], masked=[], readonly_paths=[],
@@ -668,6 +669,14 @@ class Runtime:
                 raise StartFailed(str(e), getattr(e, "exit_code", 125)) from None
             assert started.attach is not None
             return exec_id, started.attach
+
+    @staticmethod
+    def _prune_execs(exec_dir: Path) -> None:
+        """Drop the files of finished execs (their exit code went out as an exit frame), so that
+        frequent execs (health checks) do not pile up files in a long-running container's bundle."""
+        for exit_file in exec_dir.glob("*.exit"):
+            for suffix in (".conf", ".sock", ".exit"):
+                exit_file.with_suffix(suffix).unlink(missing_ok=True)
 
     # ================================================================ files
     @contextmanager

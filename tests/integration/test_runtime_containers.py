@@ -230,6 +230,10 @@ def test_exec(rt):
         rt.exec(c.id, ExecSpec(cmd=["nosuch"]))
     assert e.value.exit_code == 127
     assert [r["CMD"] for r in rt.top(c.id)] == ["sleep 1000"]
+    _, sock = rt.exec(c.id, ExecSpec(cmd=["true"]))
+    sock.close()
+    exec_files = os.listdir(rt.root / "containers" / c.id / "exec")
+    assert len([f for f in exec_files if f.endswith(".conf")]) <= 2  # finished execs are pruned
     rt.stop(c.id, timeout=0)
     with pytest.raises(Conflict, match="not running"):
         rt.exec(c.id, ExecSpec(cmd=["true"]))
@@ -377,3 +381,39 @@ def test_a_start_the_record_missed_is_adopted(rt, unique):
     assert again.get(c.id).pid == int((rt.root / "containers" / c.id / "init.pid").read_text())
     again.stop(c.id, timeout=0)
     assert again.get(c.id).exit_code == 137
+
+
+def test_cpu_limits_readonly_rootfs_and_tty(rt, unique):
+    c = rt.create(ContainerSpec(image="busybox", cmd=["sleep", "1000"], cpus=0.5, cpu_shares=512))
+    rt.start(c.id)
+    cpu = Path("/sys/fs/cgroup/cpu") / f"flotilla-test-{unique}" / c.id
+    assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    assert (cpu / "cpu.shares").read_text().strip() == "512"
+    assert [int(p) for p in (cpu / "cgroup.procs").read_text().split()] == [rt.get(c.id).pid]
+    assert rt.inspect(c.id)["HostConfig"]["NanoCpus"] == 500_000_000
+    rt.remove(c.id, force=True)
+    assert not cpu.exists()
+    out, code = run(rt, "sh", "-c", "touch /x 2>/dev/null || echo read-only; touch /tmp/y 2>/dev/null || echo tmp-ro",
+                    readonly_rootfs=True)
+    assert out == "read-only\ntmp-ro\n"
+    out, code = run(rt, "sh", "-c", "test -t 1 && echo tty; echo $TERM", tty=True)
+    assert out.replace("\r", "") == "tty\nxterm\n"
+
+
+def test_concurrent_creates_with_one_name(rt, unique):
+    import threading
+
+    results: list[object] = []
+
+    def attempt() -> None:
+        try:
+            results.append(rt.create(ContainerSpec(image="busybox", name=f"race-{unique}", cmd=["true"])).id)
+        except Conflict as e:
+            results.append(e)
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(isinstance(r, str) for r in results) == 1 and len(rt.list(all=True)) == 1
