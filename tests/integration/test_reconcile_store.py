@@ -183,3 +183,50 @@ def test_pending_with_explanation_until_a_node_fits(etcd_endpoint):
                 await leader.stop()
             await admin.close()
     asyncio.run(main())
+
+
+def test_restart_policy_and_global_service(etcd_endpoint):
+    async def main():
+        admin = Store([etcd_endpoint])
+        await admin.start()
+        leader = None
+        try:
+            n1 = await admin.create("node", _node("n1"))
+            leader = await Leader(etcd_endpoint).start()
+            s = _service("crash", 1)
+            s.spec.task.restart.condition = pb.RestartPolicy.ON_FAILURE
+            s.spec.task.restart.max_attempts = 1
+            s.spec.task.restart.delay.FromMilliseconds(300)
+            svc = await admin.create("service", s)
+            g = _service("agent", 0)
+            getattr(g.spec, "global").SetInParent()
+            gsvc = await admin.create("service", g)
+
+            (t,) = await until(lambda: [t for t in live(admin, svc.id) if t.status.state == pb.ASSIGNED] or None)
+            await report(admin, [t], pb.FAILED)
+            loop = asyncio.get_running_loop()
+            failed_at = loop.time()
+            (r,) = await until(lambda: [x for x in live(admin, svc.id) if x.id != t.id] or None)
+            assert loop.time() - failed_at >= 0.25  # the delay was waited for
+            assert r.slot == t.slot and len(r.restarts) == 1
+            assert admin.get("task", t.id).desired_state == pb.SHUTDOWN
+            r = await until(lambda: (x := admin.get("task", r.id)) and x.status.state == pb.ASSIGNED and x)
+            await report(admin, [r], pb.FAILED)
+            await until(lambda: admin.get("task", r.id).desired_state == pb.SHUTDOWN)
+            await asyncio.sleep(0.6)
+            assert not live(admin, svc.id) and len(admin.tasks_of_service(svc.id)) == 2  # max attempts reached
+
+            (g1,) = await until(lambda: live(admin, gsvc.id) or None)
+            assert g1.node_id == n1.id and g1.slot == 0
+            n2 = await admin.create("node", _node("n2"))  # joins later
+            await until(lambda: {t.node_id for t in live(admin, gsvc.id)} == {n1.id, n2.id})
+            drained = pb.Node()
+            drained.CopyFrom(admin.get("node", n1.id))
+            drained.spec.availability = pb.NodeSpec.DRAIN
+            await admin.update("node", drained)
+            await until(lambda: {t.node_id for t in live(admin, gsvc.id)} == {n2.id})
+        finally:
+            if leader is not None:
+                await leader.stop()
+            await admin.close()
+    asyncio.run(main())
