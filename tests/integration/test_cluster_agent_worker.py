@@ -59,6 +59,7 @@ def runtime(tmp_path, unique, busybox_tar):
 
 def test_task_walks_to_running_and_shuts_down(runtime, unique):
     async def scenario():
+        reporter = Reporter()
         worker = Worker(runtime, reporter)
         worker.node_id = "n1"
         await worker.scan()
