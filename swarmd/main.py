@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import agent_cmd, allinone, hollow_cmd
+from . import agent_cmd, allinone, hollow_cmd, manager_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--metrics-addr", default=None, help="serve Prometheus metrics on HOST:PORT")
     agent_cmd.add_cluster_flags(agent)
     hollow_cmd.add_parser(sub)
+    manager_cmd.add_parser(sub)
     allinone.add_parser(sub)
     return parser
 

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 MAX_TXN_OPS = 127          # etcd's default --max-txn-ops is 128; one compare is kept for the leader guard
 MAX_TXN_BYTES = 1_400_000  # etcd's default --max-request-bytes is 1.5 MiB; leave room for framing
 LOAD_PAGE = 5_000          # keys per range request when loading the cache
-TXN_CONCURRENCY = 8        # transactions of one batch in flight at once (etcd groups their fsyncs)
+TXN_CONCURRENCY = 32       # transactions of one batch in flight at once (etcd groups their fsyncs)
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
 _MOD = rpc.Compare.CompareTarget.Value("MOD")
