@@ -92,11 +92,17 @@ class AgentProc:
         return res
 
     def containers(self, all: bool = True) -> list[dict]:  # noqa: A002 (Docker's flag)
-        """The agent's containers as `swarmctl inspect` shows them."""
-        ids = self.ctl("ps", "-q", "--no-trunc", *(["-a"] if all else [])).stdout.split()
-        if not ids:
-            return []
-        return json.loads(self.ctl("inspect", *ids).stdout)
+        """The agent's containers as `swarmctl inspect` shows them (retried when one goes away
+        between the listing and the inspection, as the agent removes containers by itself)."""
+        for _ in range(10):
+            ids = self.ctl("ps", "-q", "--no-trunc", *(["-a"] if all else [])).stdout.split()
+            if not ids:
+                return []
+            res = self.ctl("inspect", *ids, check=False)
+            if res.returncode == 0:
+                return json.loads(res.stdout)
+            time.sleep(0.1)
+        raise AssertionError(f"containers of {self.hostname} keep changing: {res.stderr}")
 
     def running(self) -> list[dict]:
         return [c for c in self.containers() if c["State"]["Running"]]

@@ -69,8 +69,9 @@ def test_create_scale_and_remove(cluster):
     cluster.scale(svc, 2)
     cluster.wait_running(svc, 2)
     wait_for(lambda: sum(len(v) for v in containers_of(cluster, svc).values()) == 2, what="2 running containers")
-    shut = [t for t in cluster.tasks(svc) if t.desired_state > pb.RUNNING]
-    assert shut and all(t.status.state == pb.SHUTDOWN for t in shut)
+    # scaled-down tasks are stopped and, once the orchestrator lets them go, their containers removed
+    wait_for(lambda: sum(len([c for c in a.containers() if c["Name"].lstrip("/").startswith(svc.spec.annotations.name)])
+                         for a in cluster.agents.values()) == 2, 30, what="4 containers removed")
 
     cluster.remove(svc)
     wait_for(lambda: not any(a.containers() for a in cluster.agents.values()), 30, what="every container removed")
