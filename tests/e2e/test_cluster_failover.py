@@ -71,8 +71,13 @@ def test_agent_away_past_window_loses_its_tasks(cluster):
     wait_for(moved, 30, what="b's tasks to be rescheduled onto a")
     assert len(a.running()) == 4
     b.start()  # its containers kept running meanwhile; the manager no longer wants them
-    wait_for(lambda: not (stale & {c["Id"] for c in b.containers()}), 30, what="b's stale containers to be removed")
+    wait_for(lambda: not (stale & {c["Id"] for c in b.running()}), 30, what="b's stale containers to stop")
+    old = [t for t in cluster.tasks(svc) if t.node_id == node_b.id]
+    wait_for(lambda: all(t.status.state == pb.SHUTDOWN for t in cluster.tasks(svc) if t.node_id == node_b.id), 10,
+             what="b's old tasks to be reported SHUTDOWN")
+    assert len(old) == len(stale)
     assert len(cluster.wait_running(svc, 4)) == 4
+    assert not b.running()
 
 
 def test_manager_restart_restarts_nothing(cluster):
