@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from . import attaching, containers, files, images, inspecting, volumes
+from . import attaching, cluster, containers, files, images, inspecting, volumes
 from .client import Client, host_from
 from .errors import CLIError, from_rpc_error
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (containers, attaching, inspecting, files, images, volumes):
         group.register(sub)
+    cluster.register(sub)  # service, task, node: the manager's Control API
     return parser
 
 

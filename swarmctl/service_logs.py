@@ -34,14 +34,13 @@ def add_parser(service_subparsers) -> None:
     p.add_argument("--tail", type=_tail, default=-1, help="lines to show from the end of each task's log (default all)")
     p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
     p.add_argument("--no-task-ids", action="store_true", help="show the task name without its id")
-    p.add_argument("-m", "--manager", dest="logs_manager", default=None,
-                   help=f"manager address (default $FLOTILLA_MANAGER or {DEFAULT_MANAGER})")
+    p.add_argument("-m", "--manager", default=None,
+                   help=f"manager address, unix:///PATH or HOST:PORT (default $FLOTILLA_MANAGER or {DEFAULT_MANAGER})")
     p.set_defaults(func=run)
 
 
 def manager_address(args: argparse.Namespace) -> str:
-    return (args.logs_manager or getattr(args, "manager", None) or os.environ.get("FLOTILLA_MANAGER")
-            or DEFAULT_MANAGER)
+    return args.manager or os.environ.get("FLOTILLA_MANAGER") or DEFAULT_MANAGER
 
 
 def prefix(ctx, no_task_ids: bool) -> str:
