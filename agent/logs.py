@@ -25,6 +25,8 @@ from flotilla.runtime.clock import parse_rfc3339
 from flotilla.runtime.logs import read_log
 from flotilla.runtime.runtime import Runtime
 
+from .task_container import container_name
+
 log = logging.getLogger("flotilla.agent.logs")
 BATCH = 256  # log lines per PublishLogs message
 _DONE = object()
@@ -112,14 +114,16 @@ class LogPublisher:
 
         pidfd = None
         try:
-            cid = self._worker.container_of(task_id) or task_id
+            controller = self._worker.controllers.get(task_id)
+            if controller is None:
+                return  # not (or no longer) this node's task
+            cid = controller.container_id or container_name(controller.task)
             try:
                 path = Path(self._rt.inspect(cid)["LogPath"])
                 pidfd = self._rt.shim_pidfd(cid) if options.follow else None
             except errors.NotFound:
-                return
-            task = self._worker.controllers.get(task_id)
-            service_id = task.task.service_id if task is not None else ""
+                return  # no container (yet, or any more): nothing to read
+            service_id = controller.task.service_id
             batch: list[lpb.LogMessage] = []
             stopped = lambda: stop.is_set() or pidfd is None or bool(select.select([pidfd], [], [], 0)[0])  # noqa: E731
             entries = read_log(path, follow=options.follow, tail=None if options.tail < 0 else options.tail,

@@ -47,11 +47,6 @@ class Worker:
         if found:
             log.info("found %d task container(s) from before; they are adopted once assigned", len(found))
 
-    def container_of(self, task_id: str) -> str | None:
-        """The container id of an assigned task, if it has one yet (for the log publisher)."""
-        c = self.controllers.get(task_id)
-        return c.container_id if c is not None else None
-
     def apply_complete(self, tasks: Iterable[pb.Task]) -> None:
         """The full set of this node's tasks: anything else this agent runs must go."""
         tasks = list(tasks)
