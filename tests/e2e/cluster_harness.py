@@ -59,9 +59,10 @@ class AgentProc:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        managers = ",".join(filter(None, (self.cluster.remote, self.cluster.backup_remote)))
         argv = [str(BIN / "swarmd"), "agent", "--root", str(self.root / "state"), "--listen-local",
                 f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent, "--manager",
-                self.cluster.remote, "--hostname", self.hostname]
+                managers, "--hostname", self.hostname]
         for k, v in self.labels.items():
             argv += ["--label", f"{k}={v}"]
         with open(self.root / "agent.log", "ab") as log:
@@ -134,6 +135,8 @@ class Cluster:
         self.remote = f"127.0.0.1:{free_port()}"
         self.control_socket = tmp / "control.sock"
         self.manager: subprocess.Popen | None = None
+        self.backup: subprocess.Popen | None = None  # a second manager on the same etcd (failover tests)
+        self.backup_remote = ""
         self.agents: dict[str, AgentProc] = {}
         self.channel = grpc.insecure_channel(self.remote)
         self.control = cgrpc.ControlStub(self.channel)
@@ -160,6 +163,32 @@ class Cluster:
                 return None
         wait_for(ready, 20, what="the manager")
 
+    def start_backup_manager(self) -> None:
+        """A second manager on the same etcd; agents started afterwards know both addresses."""
+        self.backup_remote = f"127.0.0.1:{free_port()}"
+        with open(self.tmp / "manager-backup.log", "ab") as log:
+            self.backup = subprocess.Popen(
+                [str(BIN / "swarmd"), "manager", "--etcd-endpoints", self.etcd.endpoint,
+                 "--listen-control", f"unix://{self.tmp / 'control-backup.sock'}", "--listen-remote", self.backup_remote,
+                 "--heartbeat-period", f"{self.heartbeat}s"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        backup = cgrpc.ControlStub(grpc.insecure_channel(self.backup_remote))
+
+        def ready():
+            if self.backup.poll() is not None:
+                raise AssertionError("backup manager died")
+            try:
+                return backup.ListClusters(cpb.ListClustersRequest(), timeout=1).clusters
+            except grpc.RpcError:
+                return None
+        wait_for(ready, 20, what="the backup manager")
+
+    def use_backup(self) -> None:
+        """Talk to the backup manager from now on (the first one is gone)."""
+        self.channel.close()
+        self.channel = grpc.insecure_channel(self.backup_remote)
+        self.control = cgrpc.ControlStub(self.channel)
+
     def manager_log(self) -> str:
         path = self.tmp / "manager.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
@@ -176,7 +205,7 @@ class Cluster:
         returns what was left behind."""
         leaks: list[str] = []
         try:
-            if self.manager is not None and self.manager.poll() is None:
+            if any(m is not None and m.poll() is None for m in (self.manager, self.backup)):
                 for s in self.control.ListServices(cpb.ListServicesRequest()).services:
                     self.control.RemoveService(cpb.RemoveServiceRequest(service_id=s.id))
                 live = [a for a in self.agents.values() if a.proc is not None and a.proc.poll() is None]
@@ -192,13 +221,14 @@ class Cluster:
                 agent.stop()
                 agent.remove_cgroup_parents()
                 leaks += agent.leaks()
-            if self.manager is not None and self.manager.poll() is None:
-                self.manager.send_signal(signal.SIGTERM)
-                try:
-                    self.manager.wait(15)
-                except subprocess.TimeoutExpired:
-                    self.manager.kill()
-                    self.manager.wait()
+            for manager in (self.manager, self.backup):
+                if manager is not None and manager.poll() is None:
+                    manager.send_signal(signal.SIGTERM)
+                    try:
+                        manager.wait(15)
+                    except subprocess.TimeoutExpired:
+                        manager.kill()
+                        manager.wait()
             self.channel.close()
             self.etcd.destroy()
         leaks += leaked_processes(self.unique)

@@ -90,3 +90,30 @@ def test_manager_restart_restarts_nothing(cluster):
     cluster.wait_nodes_ready(2)
     wait_for(lambda: {t.id for t in cluster.wait_running(svc, 2)} == before, 20, what="the same tasks running")
     assert {**pids(cluster.agents["a"]), **pids(cluster.agents["b"])} == all_pids
+
+
+def test_manager_failover_restarts_nothing(tmp_path, busybox_tar):
+    """Two managers on one etcd; kill -9 of the one the agents talk to: they fail over to the
+    other, which takes the lead, and every task keeps running in the same process."""
+    c = Cluster(tmp_path, uuid.uuid4().hex[:8], busybox_tar, heartbeat=HEARTBEAT)
+    c.start()
+    try:
+        c.start_backup_manager()
+        a = c.add_agent("a")
+        c.wait_nodes_ready(1)
+        svc = c.create("fo", SLEEP, replicas=2)
+        before = {t.id for t in c.wait_running(svc, 2)}
+        running = pids(a)
+        c.manager.kill()
+        c.manager.wait()
+        c.use_backup()
+        wait_for(lambda: f"with {c.backup_remote}: node" in a.log(), 20,
+                 what="the agent to open a session with the backup manager")
+        c.scale(svc, 3)  # the backup leads now: its reconcilers act
+        after = {t.id for t in c.wait_running(svc, 3, timeout=40)}
+        assert before <= after
+        assert {k: v for k, v in pids(a).items() if k in running} == running
+        assert c.node(a).status.state == pb.NodeStatus.READY
+    finally:
+        leaks = c.close()
+    assert not leaks, "left behind:\n" + "\n".join(leaks)
