@@ -20,12 +20,13 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[st
     if isinstance(exc, errors.NotFound):
         return grpc.StatusCode.NOT_FOUND, message, ()
     if isinstance(exc, errors.Conflict):
-        lowered = message.lower()
-        already = "already" in lowered or "in use by" in lowered
-        code = grpc.StatusCode.ALREADY_EXISTS if already else grpc.StatusCode.FAILED_PRECONDITION
+        in_use = "already in use" in message.lower()  # a name taken: the one conflict that is "exists"
+        code = grpc.StatusCode.ALREADY_EXISTS if in_use else grpc.StatusCode.FAILED_PRECONDITION
         return code, message, ()
     if isinstance(exc, errors.InvalidArgument):
         return grpc.StatusCode.INVALID_ARGUMENT, message, ()
+    if isinstance(exc, errors.Timeout):
+        return grpc.StatusCode.DEADLINE_EXCEEDED, message, ()
     if isinstance(exc, errors.StartFailed):
         return grpc.StatusCode.FAILED_PRECONDITION, message, ((EXIT_CODE_KEY, str(exc.exit_code)),)
     if isinstance(exc, errors.RuntimeFault):

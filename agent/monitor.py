@@ -80,6 +80,9 @@ class Monitor:
             pidfd = await asyncio.to_thread(self._rt.shim_pidfd, container_id)
         except errors.NotFound:
             return
+        except errors.RuntimeFault as exc:  # never let watching fail the user's request
+            log.warning("cannot watch %s: %s", container_id[:12], exc)
+            return
         if container_id in self._pidfds:  # a concurrent watch won the race
             if pidfd is not None:
                 os.close(pidfd)

@@ -124,10 +124,7 @@ class RuntimeService(pb_grpc.RuntimeServicer):
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_LIMIT, dir=self._tmp)
         async for msg in requests:
             if msg.WhichOneof("item") == "data" and msg.data:
-                if spool._rolled:  # type: ignore[attr-defined]  # on disk: write in a thread
-                    await asyncio.to_thread(spool.write, msg.data)
-                else:
-                    spool.write(msg.data)
+                await asyncio.to_thread(spool.write, msg.data)  # may be on disk once rolled over
         spool.seek(0)
         return spool
 

@@ -200,7 +200,7 @@ class TreeWriter:
 
     def __init__(self, whiteouts: bool = False, skip: set[str] | None = None) -> None:
         self.whiteouts = whiteouts
-        self.skip = skip or set()  # directories emitted empty (mount points of a running container)
+        self.skip = skip or set()  # mount points of a running container: emitted, their contents not
         self._links: dict[tuple[int, int], str] = {}
 
     def entry(self, dir_fd: int, base: str, arcname: str) -> Iterator[bytes]:
@@ -221,6 +221,10 @@ class TreeWriter:
                 return
             if st.st_nlink > 1:
                 self._links[key] = arcname
+            if arcname in self.skip:  # a file mounted into a running container: its mount point only
+                info.size = 0
+                yield _header(info)
+                return
             fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
             try:
                 info.size = st.st_size

@@ -50,5 +50,8 @@ def cmd_attach(client, args) -> int:
     config = container_config(client, args.container)
     first = pb.StreamInput(attach=pb.AttachStart(ref=args.container))
     stdin = bool(config.get("OpenStdin")) and not args.no_stdin
-    outcome = session(client.stub.Attach, pb, first, stdin=stdin, tty=bool(config.get("Tty")))
+    from .containers import signal_container
+
+    outcome = session(client.stub.Attach, pb, first, stdin=stdin, tty=bool(config.get("Tty")),
+                      forward_signal=lambda o, sig: signal_container(client, args.container, sig))
     return outcome.exit_code if outcome.exit_code is not None else 0

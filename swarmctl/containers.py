@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from .errors import CLIError
@@ -62,7 +63,10 @@ def cmd_run(client, args) -> int:
         print(info.id)
         return 0
     first = pb.StreamInput(run=pb.RunStart(spec=spec))
-    outcome = session(client.stub.Run, pb, first, stdin=args.interactive, tty=args.tty)
+    outcome = session(client.stub.Run, pb, first, stdin=args.interactive, tty=args.tty,
+                      forward_signal=lambda o, sig: signal_container(client, o.container_id, sig))
+    if outcome.detached:
+        return 0
     if outcome.exit_code is None:
         raise CLIError("the container's exit code is unknown: the agent closed the stream", 125)
     return outcome.exit_code
@@ -82,12 +86,23 @@ def cmd_start(client, args) -> int:
         from .interactive import session
         from .inspecting import container_config
 
-        config = container_config(client, args.containers[0])
-        first = pb.StreamInput(attach=pb.AttachStart(ref=args.containers[0], start=True))
+        ref = args.containers[0]
+        config = container_config(client, ref)
+        first = pb.StreamInput(attach=pb.AttachStart(ref=ref, start=True))
         outcome = session(client.stub.Attach, pb, first, stdin=args.interactive and config.get("OpenStdin", False),
-                          tty=bool(config.get("Tty", False)))
+                          tty=bool(config.get("Tty", False)), forward_signal=lambda o, sig: signal_container(client, ref, sig))
         return outcome.exit_code if outcome.exit_code is not None else 0
     return _each(client, args.containers, lambda ref: client.stub.StartContainer(pb.ContainerRef(ref=ref)))
+
+
+def signal_container(client, ref: str, signum: int) -> None:
+    """Docker's --sig-proxy: a signal to the attached client goes to the container."""
+    import grpc
+    import signal as signals
+
+    if ref:
+        with contextlib.suppress(grpc.RpcError):
+            client.stub.KillContainer(client.pb.KillRequest(ref=ref, signal=signals.Signals(signum).name))
 
 
 def _stop_request(pb, ref: str, seconds: int | None):

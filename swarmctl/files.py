@@ -11,8 +11,6 @@ import argparse
 import io
 import os
 import sys
-import tarfile
-import tempfile
 from collections.abc import Iterator
 
 from .errors import CLIError
@@ -77,6 +75,8 @@ def _chunks(stream) -> Iterator[bytes]:
 
 
 def copy_out(client, ctr: str, path: str, dest: str) -> int:
+    import tarfile
+
     stream = client.stub.CopyFrom(client.pb.CopyFromRequest(ref=ctr, path=path))
     if dest == "-":
         out = sys.stdout.buffer
@@ -104,6 +104,8 @@ def copy_out(client, ctr: str, path: str, dest: str) -> int:
 
 def _probe(client, ctr: str, path: str) -> str:
     """"dir", "file" or "missing": what `path` is inside the container (first tar header of a copy)."""
+    import tarfile
+
     import grpc
 
     stream = client.stub.CopyFrom(client.pb.CopyFromRequest(ref=ctr, path=path))
@@ -120,6 +122,9 @@ def _probe(client, ctr: str, path: str) -> str:
 
 
 def copy_in(client, source: str, ctr: str, path: str) -> int:
+    import tarfile
+    import tempfile
+
     pb = client.pb
     if source == "-":
         tar_file, target = sys.stdin.buffer, path

@@ -22,6 +22,7 @@ class Outcome:
     exit_code: int | None = None
     container_id: str = ""
     exec_id: str = ""
+    detached: bool = False
 
 
 @contextlib.contextmanager
@@ -41,12 +42,25 @@ def raw_terminal(enabled: bool) -> Iterator[bool]:
         termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
+DETACH_KEYS = b"\x10\x11"  # Ctrl-P Ctrl-Q, Docker's default detach sequence
+PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
 def session(method: Callable, pb, first, *, stdin: bool, tty: bool,
-            on_start: Callable[[Outcome], None] | None = None) -> Outcome:
-    """Run one interactive call to its end and return what it reported."""
+            forward_signal: Callable[[Outcome, int], None] | None = None) -> Outcome:
+    """Run one interactive call to its end and return what it reported.
+
+    With a tty, Ctrl-P Ctrl-Q detaches (the container keeps running). Without one, signals
+    this process receives are handed to `forward_signal` (Docker's --sig-proxy), which runs
+    in its own thread because it makes an RPC.
+    """
+    import grpc
+
     requests: queue.Queue = queue.Queue()
     requests.put(first)
     done = threading.Event()
+    outcome = Outcome()
+    calls: list = []
 
     def request_stream():
         while True:
@@ -60,7 +74,8 @@ def session(method: Callable, pb, first, *, stdin: bool, tty: bool,
             cols, rows = os.get_terminal_size(0)
             requests.put(pb.StreamInput(resize=pb.Resize(rows=rows, cols=cols)))
 
-    def read_stdin() -> None:
+    def read_stdin(raw: bool) -> None:
+        previous = b""
         while not done.is_set():
             try:
                 data = os.read(0, 65536)
@@ -69,19 +84,31 @@ def session(method: Callable, pb, first, *, stdin: bool, tty: bool,
             if not data:
                 requests.put(pb.StreamInput(close_stdin=True))
                 return
+            if raw and DETACH_KEYS in previous[-1:] + data:
+                cut = (previous[-1:] + data).index(DETACH_KEYS) - len(previous[-1:])
+                if cut > 0:
+                    requests.put(pb.StreamInput(stdin=data[:cut]))
+                outcome.detached = True
+                calls[0].cancel()
+                return
+            previous = data
             requests.put(pb.StreamInput(stdin=data))
 
-    outcome = Outcome()
+    def proxy(signum: int, _frame: object) -> None:
+        threading.Thread(target=forward_signal, args=(outcome, signum), daemon=True).start()
+
     with raw_terminal(tty) as raw:
-        previous = None
+        saved: dict[int, object] = {}
         if raw:
-            previous = signal.signal(signal.SIGWINCH, send_size)
+            saved[signal.SIGWINCH] = signal.signal(signal.SIGWINCH, send_size)
             send_size()
+        elif forward_signal is not None:
+            saved.update({sig: signal.signal(sig, proxy) for sig in PROXIED_SIGNALS})
+        calls.append(method(request_stream()))
         if stdin:
-            threading.Thread(target=read_stdin, name="stdin", daemon=True).start()
-        call = method(request_stream())
+            threading.Thread(target=read_stdin, args=(raw,), name="stdin", daemon=True).start()
         try:
-            for out in call:
+            for out in calls[0]:
                 kind = out.WhichOneof("item")
                 if kind == "stdout":
                     _write(1, out.stdout)
@@ -91,18 +118,19 @@ def session(method: Callable, pb, first, *, stdin: bool, tty: bool,
                     outcome.exit_code = out.exit_code
                 elif kind == "container_id":
                     outcome.container_id = out.container_id
-                    if on_start:
-                        on_start(outcome)
                 elif kind == "exec_id":
                     outcome.exec_id = out.exec_id
+        except grpc.RpcError:
+            if not outcome.detached:
+                raise
         except KeyboardInterrupt:
-            call.cancel()
+            calls[0].cancel()
             raise
         finally:
             done.set()
             requests.put(None)
-            if previous is not None:
-                signal.signal(signal.SIGWINCH, previous)
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
     return outcome
 
 

@@ -45,12 +45,14 @@ def agent_answers(socket: str) -> bool:
     return resp.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def start_agent(root: Path, socket: str, timeout: float = 60.0) -> int:
+def start_agent(root: Path, socket: str, cgroup_parent: str, control: str, remote: str, timeout: float = 60.0) -> int:
     """Start `swarmd all-in-one` detached from this terminal; returns its pid once the agent answers."""
     root.mkdir(parents=True, exist_ok=True)
     log = open(root / "swarmd.log", "ab")
     swarmd = Path(sys.executable).with_name("swarmd")
-    proc = subprocess.Popen([str(swarmd), "all-in-one", "--root", str(root), "--listen-local", f"unix://{socket}"],
+    proc = subprocess.Popen([str(swarmd), "all-in-one", "--root", str(root), "--listen-local", f"unix://{socket}",
+                             "--cgroup-parent", cgroup_parent, "--listen-control", f"unix://{control}",
+                             "--listen-remote", remote],
                             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     (root / "swarmd.pid").write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + timeout
@@ -83,13 +85,13 @@ def ensure_image(socket: str) -> None:
         swarmctl("image", "import", "-c", 'CMD ["sh"]', str(tar), IMAGE, socket=socket)
 
 
-def run(root: Path, socket: str) -> int:
+def run(root: Path, socket: str, cgroup_parent: str, control: str = CONTROL_SOCKET, remote: str = "127.0.0.1:2377") -> int:
     pid = running_pid(root)
     if pid is None or not agent_answers(socket):
-        pid = start_agent(root, socket)
-        print(f"swarmd all-in-one started (pid {pid}), state in {root}, log {root / 'swarmd.log'}")
+        pid = start_agent(root, socket, cgroup_parent, control, remote)
+        print(f"etcd, manager and agent started (swarmd all-in-one, pid {pid}), state in {root}, log {root / 'swarmd.log'}")
     else:
-        print(f"swarmd all-in-one already running (pid {pid})")
+        print(f"etcd, manager and agent already running (swarmd all-in-one, pid {pid})")
     ensure_image(socket)
     demo = swarmctl("run", "--rm", IMAGE, "sh", "-c", "echo hello from a Flotilla container: $(hostname), pid $$",
                     socket=socket, check=False)
@@ -97,57 +99,60 @@ def run(root: Path, socket: str) -> int:
     if demo.returncode != 0:
         print(demo.stderr, end="", file=sys.stderr)
         return demo.returncode
-    status = run_service()
+    status = run_service(control)
     if status:
         return status
     host = "" if socket == DEFAULT_SOCKET else f" -H unix://{socket}"
+    mgr = "" if control == CONTROL_SOCKET else f" -m unix://{control}"
     print(f"""
 Try next:
+  swarmctl service scale{mgr} {SERVICE}=5; swarmctl service ps{mgr} {SERVICE}    # the cluster's service
+  swarmctl service logs{mgr} -f {SERVICE}; swarmctl node ls{mgr}; swarmctl service rm{mgr} {SERVICE}
+  swarmctl{host} ps                                  # this node's containers, the tasks among them
   swarmctl{host} run -it --rm {IMAGE} sh              # an interactive shell
-  swarmctl{host} run -d --name web --restart always {IMAGE} httpd -f -p 8080
-  swarmctl{host} ps; swarmctl{host} logs -f web; swarmctl{host} exec -it web sh
-  swarmctl{host} stats --no-stream; swarmctl{host} stop web; swarmctl{host} rm web
-  swarmctl service scale web=5; swarmctl service ps web       # the cluster: scale the service
-  swarmctl service logs -f web; swarmctl node ls; swarmctl service rm web
-  make stop                                                   # stop etcd, manager and agent (containers keep running)""")
+  swarmctl{host} run -d --name demo --restart always {IMAGE} httpd -f -p 8080
+  swarmctl{host} logs -f demo; swarmctl{host} exec -it demo sh; swarmctl{host} stats --no-stream
+  swarmctl{host} stop demo; swarmctl{host} rm demo
+  make stop                                          # stop etcd, manager and agent (containers keep running)""")
     return 0
 
 
-def cluster_ctl(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """swarmctl's cluster commands against the manager's default control socket."""
+def cluster_ctl(*args: str, control: str, check: bool = True) -> subprocess.CompletedProcess:
+    """swarmctl's cluster commands against the manager's control socket."""
     exe = Path(sys.executable).with_name("swarmctl")
-    return subprocess.run([str(exe), *args], check=check, text=True, capture_output=True)
+    return subprocess.run([str(exe), *args[:2], "-m", f"unix://{control}", *args[2:]], check=check, text=True,
+                          capture_output=True)
 
 
-def running_tasks(service: str) -> int:
+def running_tasks(service: str, control: str) -> int:
     """Tasks of `service` that run and are meant to, from the manager's Control API."""
     import grpc
     from flotilla.proto import control_pb2 as cpb, control_pb2_grpc as cgrpc, objects_pb2 as pb
 
-    with grpc.insecure_channel(f"unix://{CONTROL_SOCKET}") as channel:
+    with grpc.insecure_channel(f"unix://{control}") as channel:
         control = cgrpc.ControlStub(channel)
         svc = control.GetService(cpb.GetServiceRequest(service_id=service), timeout=5).service
         tasks = control.ListTasks(cpb.ListTasksRequest(service_ids=[svc.id]), timeout=5).tasks
     return sum(1 for t in tasks if t.status.state == pb.RUNNING and t.desired_state == pb.RUNNING)
 
 
-def run_service(timeout: float = 60.0) -> int:
+def run_service(control: str, timeout: float = 60.0) -> int:
     """Create the demo service (once), wait until its replicas run, show them."""
-    if cluster_ctl("service", "inspect", SERVICE, check=False).returncode != 0:
+    if cluster_ctl("service", "inspect", SERVICE, control=control, check=False).returncode != 0:
         created = cluster_ctl("service", "create", "--name", SERVICE, "--replicas", str(REPLICAS), IMAGE,
-                              "httpd", "-f", "-p", "8080", check=False)
+                              "httpd", "-f", "-p", "8080", control=control, check=False)
         if created.returncode != 0:
             print(created.stderr, end="", file=sys.stderr)
             return created.returncode
         print(f"service {SERVICE} created: {REPLICAS} replicas of busybox httpd")
     deadline = time.monotonic() + timeout
-    while running_tasks(SERVICE) < REPLICAS:
+    while running_tasks(SERVICE, control) < REPLICAS:
         if time.monotonic() > deadline:
             print(f"the tasks of {SERVICE} did not all run within {timeout:.0f}s", file=sys.stderr)
             break
         time.sleep(0.2)
     print(f"\n$ swarmctl service ps {SERVICE}")
-    print(cluster_ctl("service", "ps", SERVICE, check=False).stdout, end="")
+    print(cluster_ctl("service", "ps", SERVICE, control=control, check=False).stdout, end="")
     return 0
 
 
@@ -168,7 +173,8 @@ def stop(root: Path, timeout: float = 30.0) -> int:
         print(f"swarmd all-in-one (pid {pid}) did not stop within {timeout:.0f}s", file=sys.stderr)
         return 1
     (root / "swarmd.pid").unlink(missing_ok=True)
-    print(f"swarmd all-in-one stopped (pid {pid}); task containers keep running and are adopted by `make run`")
+    print(f"etcd, manager and agent stopped (swarmd all-in-one, pid {pid}); task containers keep running "
+          "and are adopted by `make run`")
     return 0
 
 
@@ -176,10 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="quickstart", description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="/var/lib/flotilla")
     parser.add_argument("--socket", default=DEFAULT_SOCKET)
+    parser.add_argument("--cgroup-parent", default="flotilla")
+    parser.add_argument("--control-socket", default=CONTROL_SOCKET, help="the manager's Control API socket")
+    parser.add_argument("--listen-remote", default="127.0.0.1:2377", help="the manager's address for agents")
     parser.add_argument("--stop", action="store_true", help="stop the swarmd all-in-one started by `make run`")
     args = parser.parse_args(argv)
     root = Path(args.root)
-    return stop(root) if args.stop else run(root, args.socket)
+    return stop(root) if args.stop else run(root, args.socket, args.cgroup_parent, args.control_socket, args.listen_remote)
 
 
 if __name__ == "__main__":

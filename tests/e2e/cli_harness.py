@@ -7,6 +7,7 @@ what the tests left and `Agent.leaks()` lists whatever of this agent is still on
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -55,6 +56,9 @@ class Agent:
         assert self.proc.poll() is None, f"the agent died:\n{self.log()}"
 
     def stop(self) -> None:
+        if getattr(self, "_channel", None) is not None:
+            self._channel.close()
+            self._channel = self._api_for = None
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(15)
@@ -78,16 +82,34 @@ class Agent:
             raise AssertionError(f"swarmctl {' '.join(args)} exited {res.returncode}: {res.stderr}")
         return res
 
+    # -- the API directly, for the harness's own bookkeeping (the CLI is what tests test) --
+    def api(self):
+        """(stub, messages) of a gRPC client of this agent, made once per agent process."""
+        if getattr(self, "_api_for", None) != self.proc:
+            import grpc
+
+            from flotilla.proto import runtime_pb2, runtime_pb2_grpc
+
+            if getattr(self, "_channel", None) is not None:
+                self._channel.close()
+            self._channel = grpc.insecure_channel(f"unix://{self.socket}")
+            self._api = (runtime_pb2_grpc.RuntimeStub(self._channel), runtime_pb2)
+            self._api_for = self.proc
+        return self._api
+
     def inspect(self, ref: str) -> dict:
         import json
 
-        return json.loads(self.ctl("inspect", ref).stdout)[0]
+        stub, pb = self.api()
+        return json.loads(stub.InspectContainer(pb.ContainerRef(ref=ref), timeout=30).json)
 
     def status(self, ref: str) -> str:
         return self.inspect(ref)["State"]["Status"]
 
     def container_ids(self) -> list[str]:
-        return self.ctl("ps", "-aq", "--no-trunc").stdout.split()
+        stub, pb = self.api()
+        infos = stub.ListContainers(pb.ListContainersRequest(all=True), timeout=30).containers
+        return [c.id for c in sorted(infos, key=lambda c: c.created, reverse=True)]
 
     # -- hygiene ---------------------------------------------------------------------
     def cleanup(self) -> None:
@@ -95,12 +117,16 @@ class Agent:
 
         A test that failed while the agent was down (kill -9 tests) gets it started again
         first, so that its containers are still removed."""
+        import grpc
+
         if self.proc is None or self.proc.poll() is not None:
             self.start()
+        stub, pb = self.api()
         for cid in self.container_ids():
-            self.ctl("rm", "-f", "-v", cid, check=False)
-        for name in self.ctl("volume", "ls", "-q").stdout.split():
-            self.ctl("volume", "rm", "-f", name, check=False)
+            with contextlib.suppress(grpc.RpcError):  # --rm may remove it meanwhile
+                stub.RemoveContainer(pb.RemoveRequest(ref=cid, force=True, volumes=True), timeout=60)
+        for volume in stub.ListVolumes(pb.Empty(), timeout=30).volumes:
+            stub.RemoveVolume(pb.RemoveVolumeRequest(name=volume.name, force=True), timeout=30)
 
     def leaks(self) -> list[str]:
         """Mounts, container cgroups and processes of this agent still present."""

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from cli_harness import BIN, IMAGE, Agent, shut_down, started_agent
+from cli_harness import BIN, IMAGE, Agent, shut_down, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -18,59 +18,68 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_agents_side_by_side_do_not_touch_each_other(tmp_path, busybox_tar):
-    one = started_agent(tmp_path / "one", busybox_tar)
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory, busybox_tar):
+    """Two agents on one machine; the first also serves metrics on a free loopback port."""
+    agents = []
     try:
-        two = started_agent(tmp_path / "two", busybox_tar)
-        try:
-            a = one.ctl("run", "-d", "--name", "same-name", IMAGE, "sleep", "60").stdout.strip()
-            b = two.ctl("run", "-d", "--name", "same-name", IMAGE, "sleep", "60").stdout.strip()
-            assert one.container_ids() == [a] and two.container_ids() == [b]
-            assert (tmp_path / "one" / "state" / "containers" / a).is_dir()
-            assert not (tmp_path / "two" / "state" / "containers" / a).exists()
-            one.ctl("rm", "-f", "same-name")
-            assert two.status("same-name") == "running"
-        finally:
-            shut_down(two)
+        for name, extra in (("one", ["--metrics-addr", f"127.0.0.1:{free_port()}"]), ("two", [])):
+            root = tmp_path_factory.mktemp(name)
+            agent = Agent(root)
+            agent.start_args = extra
+            agents.append(agent)
+            agent.start()
+            agent.ctl("image", "import", str(busybox_tar), IMAGE)
+        yield agents
     finally:
-        shut_down(one)
+        for agent in agents:
+            shut_down(agent)
 
 
-def test_second_agent_on_the_same_root_is_refused(tmp_path, busybox_tar):
-    first = started_agent(tmp_path / "a", busybox_tar)
-    try:
-        second = subprocess.run(
-            [str(BIN / "swarmd"), "agent", "--root", str(first.root / "state"), "--listen-local",
-             f"unix://{tmp_path}/other.sock", "--cgroup-parent", f"flotilla-test-{first.suffix}-2"],
-            capture_output=True, text=True, timeout=30)
-        assert second.returncode == 1 and "another agent is using the state root" in second.stderr
-        assert first.ctl("ps").returncode == 0
-    finally:
-        shut_down(first)
+@pytest.fixture
+def clean(pair):
+    yield
+    for agent in pair:
+        agent.cleanup()
+        wait_for(lambda: not agent.leaks(), 10, what="the test's containers to leave nothing behind")
 
 
-def test_metrics_and_health(tmp_path, busybox_tar):
-    port = free_port()
-    root = tmp_path / "m"
-    root.mkdir()
-    agent = Agent(root)
-    agent.start_args = ["--metrics-addr", f"127.0.0.1:{port}"]
-    agent.start()
-    try:
-        agent.ctl("image", "import", str(busybox_tar), IMAGE)
-        agent.ctl("run", "-d", "--name", "metered", "-m", "32m", IMAGE, "sleep", "60")
-        agent.ctl("create", IMAGE, "true")
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-        assert 'flotilla_containers{state="running"} 1.0' in text
-        assert 'flotilla_containers{state="created"} 1.0' in text
-        assert 'flotilla_container_memory_limit_bytes{id=' in text and "3.3554432e+07" in text
-        assert 'flotilla_container_pids{' in text and 'name="metered"' in text
-        health = subprocess.run([str(BIN / "python"), "-c", f"""
+def test_two_agents_side_by_side_do_not_touch_each_other(pair, clean):
+    one, two = pair
+    a = one.ctl("run", "-d", "--name", "same-name", IMAGE, "sleep", "60").stdout.strip()
+    b = two.ctl("run", "-d", "--name", "same-name", IMAGE, "sleep", "60").stdout.strip()
+    assert one.container_ids() == [a] and two.container_ids() == [b]
+    assert (one.root / "state" / "containers" / a).is_dir()
+    assert not (two.root / "state" / "containers" / a).exists()
+    one.ctl("rm", "-f", "same-name")
+    assert two.status("same-name") == "running"
+
+
+def test_second_agent_on_the_same_root_is_refused(pair, clean, tmp_path):
+    one = pair[0]
+    second = subprocess.run(
+        [str(BIN / "swarmd"), "agent", "--root", str(one.root / "state"), "--listen-local",
+         f"unix://{tmp_path}/other.sock", "--cgroup-parent", f"{one.cgroup_parent}-2"],
+        capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1 and "another agent is using the state root" in second.stderr
+    assert not (tmp_path / "other.sock").exists()
+    assert one.ctl("ps").returncode == 0
+
+
+def test_metrics_and_health(pair, clean):
+    one = pair[0]
+    port = one.start_args[1].rpartition(":")[2]
+    one.ctl("run", "-d", "--name", "metered", "-m", "32m", IMAGE, "sleep", "60")
+    one.ctl("create", IMAGE, "true")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'flotilla_containers{state="running"} 1.0' in text
+    assert 'flotilla_containers{state="created"} 1.0' in text
+    assert "flotilla_container_memory_limit_bytes{id=" in text and "3.3554432e+07" in text
+    assert "flotilla_container_pids{" in text and 'name="metered"' in text
+    health = subprocess.run([str(BIN / "python"), "-c", f"""
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-ch = grpc.insecure_channel("unix://{agent.socket}")
+ch = grpc.insecure_channel("unix://{one.socket}")
 print(health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="flotilla.runtime.v1.Runtime")).status)
 """], capture_output=True, text=True, timeout=30)
-        assert health.stdout.strip() == "1"  # SERVING
-    finally:
-        shut_down(agent)
+    assert health.stdout.strip() == "1"  # SERVING

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
 import time
 
 import pytest
 
-from cli_harness import IMAGE, agent, ctl, wait_for  # noqa: F401  (fixtures)
+from cli_harness import BIN, IMAGE, agent, ctl, wait_for  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.root
 
@@ -174,3 +175,30 @@ def test_volumes(ctl, agent):
     ctl("rm", "-f", cid)
     ctl("volume", "rm", vol)
     assert vol not in ctl("volume", "ls").stdout
+
+
+def test_kill_with_a_signal_and_start_attached_with_stdin(ctl, agent):
+    cid = ctl("run", "-d", IMAGE, "sh", "-c",
+              'trap "echo got-usr1" USR1; echo ready; while true; do sleep 0.1; done').stdout.strip()
+    wait_for(lambda: ctl("logs", cid).stdout == "ready\n", what="the trap to be set")
+    ctl("kill", "-s", "USR1", cid)
+    wait_for(lambda: "got-usr1" in ctl("logs", cid).stdout, what="the signal to arrive")
+    assert agent.status(cid) == "running"
+    interactive = ctl("create", "-i", IMAGE, "sh", "-c", "read line; echo got:$line").stdout.strip()
+    res = ctl("start", "-a", "-i", interactive, input="typed\n")
+    assert res.stdout == "got:typed\n"
+
+
+def test_stats_stream_refreshes(agent, ctl):
+    cid = ctl("run", "-d", IMAGE, "sleep", "60").stdout.strip()
+    proc = subprocess.Popen([str(BIN / "swarmctl"), "stats", cid], stdout=subprocess.PIPE, env=agent.env)
+    try:
+        frames = b""
+        while frames.count(cid[:12].encode()) < 2:  # two refreshes, each with the container's row
+            chunk = proc.stdout.read1(4096)
+            assert chunk, f"stats ended early: {frames!r}"
+            frames += chunk
+    finally:
+        proc.kill()
+        proc.wait()
+    assert frames.count(b"\033[2J") >= 2

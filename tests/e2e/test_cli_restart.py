@@ -56,16 +56,17 @@ def test_adoption_after_agent_kill9(ctl, agent):
     sleeper = ctl("run", "-d", "--name", f"adopt-{agent.suffix}", IMAGE, "sh", "-c",
                   "echo before; sleep 60").stdout.strip()
     flaky = ctl("run", "-d", "--restart", "always", IMAGE, "sleep", "1").stdout.strip()
+    ephemeral = ctl("run", "-d", "--rm", IMAGE, "sleep", "1").stdout.strip()
     pid = agent.inspect(sleeper)["State"]["Pid"]
     agent.kill9()
-    time.sleep(0.3)
+    time.sleep(1.5)  # `flaky` and `ephemeral` exit while no agent runs
     assert open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"sleep")  # still running without the agent
     agent.start()
     assert agent.status(sleeper) == "running" and agent.inspect(sleeper)["State"]["Pid"] == pid
     assert sleeper[:12] in ctl("ps", "-q").stdout.split()
     assert ctl("logs", sleeper).stdout == "before\n"
     assert ctl("exec", sleeper, "echo", "exec-after-adoption").stdout == "exec-after-adoption\n"
-    count = restart_count(agent, flaky)
-    wait_for(lambda: restart_count(agent, flaky) > count, 15, what="the adopted always container to restart")
+    wait_for(lambda: restart_count(agent, flaky) >= 1, 15, what="the always container to restart after the agent did")
+    wait_for(lambda: ephemeral not in agent.container_ids(), 10, what="the --rm container to be removed")
     ctl("stop", "-t", "1", sleeper)
     assert agent.status(sleeper) == "exited"

@@ -1,6 +1,7 @@
 """`swarmctl run` end to end: output and exit codes, isolation, limits, a real pty, bad input."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -132,3 +133,45 @@ def test_agent_unreachable_is_one_line(tmp_path):
     res = subprocess.run([str(BIN / "swarmctl"), "-H", f"unix://{tmp_path}/none.sock", "ps"],
                          capture_output=True, text=True)
     assert res.returncode == 1 and "Is the agent running?" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_detach_keys_leave_the_container_running(ctl, agent):
+    name = f"detach-{agent.suffix}"
+    output, code = drive_pty(agent, ["run", "-it", "--name", name, IMAGE, "sh"], b"\x10\x11")
+    assert code == 0
+    assert agent.status(name) == "running"
+
+
+def test_signals_to_an_attached_run_reach_the_container(ctl, agent):
+    """Docker's --sig-proxy: SIGINT to `swarmctl run` (no tty) is delivered to the container."""
+    import signal
+
+    proc = subprocess.Popen([str(BIN / "swarmctl"), "run", "--rm", IMAGE, "sh", "-c",
+                             'trap "echo got-int; exit 9" INT; echo ready; while true; do sleep 0.1; done'],
+                            stdout=subprocess.PIPE, text=True, env=agent.env)
+    try:
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 9
+        assert proc.stdout.read() == "got-int\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    wait_for(lambda: not agent.container_ids(), what="--rm to remove the container")
+
+
+def test_network_modes(ctl):
+    none = ctl("run", "--rm", IMAGE, "ls", "/sys/class/net").stdout.split()
+    assert none == ["lo"]
+    host = ctl("run", "--rm", "--network", "host", IMAGE, "ls", "/sys/class/net").stdout.split()
+    # the host's own links (others' tests may add or remove some meanwhile, so no equality)
+    assert "lo" in host and set(host) & (set(os.listdir("/sys/class/net")) - {"lo"})
+
+
+def test_cpu_flags_reach_the_container_config(ctl, agent):
+    name = f"cpu-{agent.suffix}"
+    ctl("create", "--name", name, "--cpus", "0.5", "-c", "512", "--restart", "on-failure:4", IMAGE, "true")
+    host = agent.inspect(name)["HostConfig"]
+    assert (host["NanoCpus"], host["CpuShares"]) == (500_000_000, 512)
+    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 4}

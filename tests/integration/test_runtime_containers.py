@@ -112,8 +112,13 @@ def test_generated_name_and_isolation(rt, unique):
     assert int(nprocs) <= 4  # header, sh, ps, wc: no host process is visible
     name = rt.list(all=True)[0].name
     assert "_" in name
-    out, code = run(rt, "hostname", network_mode="host")
-    assert out.strip() == socket.gethostname()
+    out, code = run(rt, "sh", "-c", "hostname; cat /etc/hostname; grep -c localhost /etc/hosts; wc -c < /etc/resolv.conf")
+    uts_name, name_file, localhost_lines, resolv_size = out.split()
+    assert name_file == uts_name and int(localhost_lines) >= 2 and resolv_size == "0"
+    out, code = run(rt, "sh", "-c", "hostname; cat /etc/resolv.conf", network_mode="host")
+    assert out == socket.gethostname() + "\n" + Path("/etc/resolv.conf").read_text()
+    out, code = run(rt, "cat", "/etc/hosts", mounts=[Mount(str(Path(__file__)), "/etc/hosts", readonly=True)])
+    assert out == Path(__file__).read_text()  # the user's mount wins over the generated file
 
 
 def test_start_with_attach_loses_no_output(rt):
@@ -239,7 +244,7 @@ def test_exec(rt):
         rt.exec(c.id, ExecSpec(cmd=["true"]))
 
 
-def test_copy_to_and_from_running_and_stopped(rt):
+def test_copy_to_and_from_running_and_stopped(rt, unique):
     c = rt.create(ContainerSpec(image="busybox", cmd=["sleep", "1000"]))
     rt.start(c.id)
     rt.copy_to(c.id, "/tmp", tar_of({"in.txt": b"from the host"}))
@@ -253,6 +258,13 @@ def test_copy_to_and_from_running_and_stopped(rt):
         list(rt.copy_from(c.id, "/nope"))
     with pytest.raises(InvalidArgument):
         list(rt.copy_from(c.id, "/../../etc/passwd"))
+    # writing through the container's symlink lands in the container, never on the host
+    rt.copy_to(c.id, "/tmp/esc/root", tar_of({f"pwned-{unique}": b"inside"}))
+    assert not Path(f"/root/pwned-{unique}").exists()
+    assert untar(rt.copy_from(c.id, f"/root/pwned-{unique}")) == {f"pwned-{unique}": b"inside"}
+    with pytest.raises(InvalidArgument, match="would leave"):
+        rt.copy_to(c.id, "/tmp", tar_of({f"../../../../tmp/escape-{unique}": b"x"}))
+    assert not Path(f"/tmp/escape-{unique}").exists()
     rt.stop(c.id, timeout=0)
     # stopped: through a temporary overlay mount, unmounted afterwards (the fixture checks)
     rt.copy_to(c.id, "/root", tar_of({"later.txt": b"while stopped"}))
@@ -263,18 +275,21 @@ def test_copy_to_and_from_running_and_stopped(rt):
 
 
 def test_export_commit_and_run_the_new_image(rt, unique):
-    c = rt.create(ContainerSpec(image="busybox", cmd=["sh", "-c", "echo made > /newfile; rm /etc/group; mkdir -p /opt/x"]))
+    c = rt.create(ContainerSpec(image="busybox", cmd=[
+        "sh", "-c", "echo made > /newfile; rm /etc/group; mkdir -p /opt/x; rm -rf /home; mkdir /home; touch /home/only"]))
     rt.start(c.id)
     assert rt.wait(c.id, timeout=30) == 0
     exported = untar(rt.export(c.id))
     assert exported["newfile"] == b"made\n" and "etc/group" not in exported and "bin/busybox" in exported
+    assert "home/only" in exported and "home/app" not in exported
     image = rt.commit(c.id, f"snap-{unique}:v1", {"Cmd": ["cat", "/newfile"], "Env": ["ADDED=1"]})
     assert image.repo_tags == [f"snap-{unique}:v1"] and len(image.layers) == 2
     assert image.config["Cmd"] == ["cat", "/newfile"] and "ADDED=1" in image.config["Env"]
     out, code = run(rt, image=f"snap-{unique}:v1")
     assert (out, code) == ("made\n", 0)
-    out, code = run(rt, "sh", "-c", "test -e /etc/group || echo deleted; test -d /opt/x && echo dir", image=image.id)
-    assert out == "deleted\ndir\n"
+    out, code = run(rt, "sh", "-c", "test -e /etc/group || echo deleted; test -d /opt/x && echo dir; ls /home",
+                    image=image.id)
+    assert out == "deleted\ndir\nonly\n"  # whiteout and opaque directory survived the round trip
     with pytest.raises(Conflict, match="is using its referenced image"):
         rt.remove_image(f"snap-{unique}:v1")
     for ctr in rt.list(all=True):
@@ -381,6 +396,16 @@ def test_a_start_the_record_missed_is_adopted(rt, unique):
     assert again.get(c.id).pid == int((rt.root / "containers" / c.id / "init.pid").read_text())
     again.stop(c.id, timeout=0)
     assert again.get(c.id).exit_code == 137
+    # the same on a second start: the record still names the first (dead) shim
+    again.start(c.id)
+    config = again.root / "containers" / c.id / "config.json"
+    stale = json.loads(config.read_text())
+    stale["state"]["shim_pid"], stale["state"]["finalized"] = stale["state"]["shim_pid"] + 1, True
+    config.write_text(json.dumps(stale))
+    third = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}")
+    assert third.recover() == [c.id]
+    third.stop(c.id, timeout=0)
+    assert third.get(c.id).status == "exited"
 
 
 def test_cpu_limits_readonly_rootfs_and_tty(rt, unique):
