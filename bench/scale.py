@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -40,10 +42,18 @@ references (other systems, other hardware; for orientation only):
 goal: 100,000 tasks on 1,000 nodes all RUNNING in 60 s, etcd included"""
 
 
+ASSIGNED_TOTAL = -1  # key of the scheduler's assigned-tasks counter in task_states()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """In the child: be killed when the benchmark dies, however it dies (PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
 class Processes:
@@ -53,9 +63,10 @@ class Processes:
         self.logdir = logdir
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                preexec_fn=_die_with_parent)
         log.close()
         self.procs.append(proc)
         return proc
@@ -95,12 +106,19 @@ class Sampler:
             await asyncio.sleep(0.25)
 
 
-async def task_states(control: cgrpc.ControlStub) -> dict[int, int]:
-    """Count of tasks per status (only tasks still desired to run or not yet stopped)."""
-    resp = await control.ListTasks(cpb.ListTasksRequest(), timeout=120)
-    counts: dict[int, int] = {}
-    for t in resp.tasks:
-        counts[t.status.state] = counts.get(t.status.state, 0) + 1
+async def task_states(metrics_url: str) -> dict[int, int]:
+    """Count of tasks per status, from the manager's `flotilla_tasks` gauge (the manager
+    refreshes it from its cache every 2 s, so a finish time read here is late by at most that;
+    listing 100,000 tasks over the Control API every second would load the manager instead)."""
+    def fetch() -> str:
+        with urllib.request.urlopen(metrics_url, timeout=10) as resp:
+            return resp.read().decode()
+    text = await asyncio.to_thread(fetch)
+    m = re.search(r"^flotilla_scheduler_assigned_tasks_total (\S+)$", text, re.MULTILINE)
+    counts: dict[int, int] = {ASSIGNED_TOTAL: int(float(m.group(1))) if m else 0}
+    for m in re.finditer(r'^flotilla_tasks\{state="(\w+)"\} (\S+)$', text, re.MULTILINE):
+        if float(m.group(2)):
+            counts[pb.TaskState.Value(m.group(1))] = int(float(m.group(2)))
     return counts
 
 
@@ -123,27 +141,33 @@ def spec(name: str, replicas: int) -> pb.ServiceSpec:
     return s
 
 
-async def wait_running(control, total: int, start: float, timeout: float, label: str) -> float:
-    """Poll until `total` tasks are RUNNING; print progress; return elapsed seconds."""
+async def wait_running(metrics_url: str, total: int, start: float, timeout: float, base: int) -> tuple[float, float]:
+    """Poll until `total` tasks are RUNNING; print progress; return (elapsed seconds, seconds
+    until the scheduler had assigned them all)."""
     last = -1
+    scheduled_at = None
     while True:
-        counts = await task_states(control)
+        counts = await task_states(metrics_url)
+        assigned = counts.pop(ASSIGNED_TOTAL) - base
         running = counts.get(pb.RUNNING, 0)
         elapsed = time.monotonic() - start
+        if scheduled_at is None and assigned >= total:
+            scheduled_at = elapsed
         if running != last:
             summary = ", ".join(f"{pb.TaskState.Name(k)} {v}" for k, v in sorted(counts.items()))
-            print(f"  {elapsed:6.1f} s  {label}: {summary}", flush=True)
+            print(f"  {elapsed:6.1f} s  scheduled {assigned}; {summary}", flush=True)
             last = running
         if running >= total:
-            return elapsed
+            return elapsed, scheduled_at or elapsed
         if elapsed > timeout:
-            raise SystemExit(f"{label}: only {running} of {total} tasks RUNNING after {timeout:.0f} s")
-        await asyncio.sleep(1.0)
+            raise SystemExit(f"scale up: only {running} of {total} tasks RUNNING after {timeout:.0f} s")
+        await asyncio.sleep(0.5)
 
 
-async def wait_gone(control, start: float, timeout: float) -> float:
+async def wait_gone(metrics_url: str, start: float, timeout: float) -> float:
     while True:
-        counts = await task_states(control)
+        counts = await task_states(metrics_url)
+        counts.pop(ASSIGNED_TOTAL)
         live = sum(v for k, v in counts.items() if k <= pb.RUNNING)
         elapsed = time.monotonic() - start
         print(f"  {elapsed:6.1f} s  scale to zero: {live} tasks not stopped, {sum(counts.values())} stored", flush=True)
@@ -151,7 +175,7 @@ async def wait_gone(control, start: float, timeout: float) -> float:
             return elapsed
         if elapsed > timeout:
             raise SystemExit(f"scale to zero: {live} tasks still not stopped after {timeout:.0f} s")
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(0.5)
 
 
 async def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
@@ -166,11 +190,12 @@ async def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
         "--quota-backend-bytes", str(8 << 30), "--log-level", "warn",
     ])
     remote = f"127.0.0.1:{remote_port}"
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     manager = procs.start("manager", [
         str(VENV_BIN / "swarmd"), "manager", "--etcd-endpoints", etcd_url,
         "--listen-control", f"unix://{tmp / 'control.sock'}", "--listen-remote", remote,
         "--metrics-addr", f"127.0.0.1:{metrics_port}",
-    ])
+    ], env=dict(os.environ, PYTHONASYNCIODEBUG="1") if args.asyncio_debug else None)
     per_proc = -(-args.nodes // args.hollow_procs)
     for i in range(args.hollow_procs):
         count = min(per_proc, args.nodes - i * per_proc)
@@ -193,11 +218,15 @@ async def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
         print(f"{args.nodes} hollow nodes READY after {ready:.1f} s")
 
         sizes = [args.tasks // args.services + (1 if i < args.tasks % args.services else 0) for i in range(args.services)]
+        base = (await task_states(metrics_url))[ASSIGNED_TOTAL]
+        if args.profile:
+            procs.start("py-spy", [str(VENV_BIN / "py-spy"), "record", "--pid", str(manager.pid), "--rate", "50",
+                                   "--format", "speedscope", "--output", args.profile, "--duration", str(int(args.timeout))])
         start = time.monotonic()
         services = []
         for i, replicas in enumerate(sizes):
             services.append((await control.CreateService(cpb.CreateServiceRequest(spec=spec(f"bench{i}", replicas)))).service)
-        up = await wait_running(control, args.tasks, start, args.timeout, "scale up")
+        up, scheduled = await wait_running(metrics_url, args.tasks, start, args.timeout, base)
 
         start = time.monotonic()
         for svc in services:
@@ -206,13 +235,14 @@ async def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
             new.CopyFrom(current.spec)
             new.replicated.replicas = 0
             await control.UpdateService(cpb.UpdateServiceRequest(service_id=svc.id, service_version=current.meta.version, spec=new))
-        down = await wait_gone(control, start, args.timeout)
+        down = await wait_gone(metrics_url, start, args.timeout)
     sampling.cancel()
     db = tmp / "etcd" / "member" / "snap" / "db"
     print()
     print(f"command: {' '.join(sys.argv)}")
     print(f"tasks {args.tasks} on {args.nodes} hollow nodes ({args.services} services, {args.hollow_procs} hollow processes)")
     print(f"  all RUNNING after      {up:8.1f} s   ({args.tasks / up:,.0f} tasks/s end to end, creation to RUNNING)")
+    print(f"  all ASSIGNED after     {scheduled:8.1f} s   ({args.tasks / scheduled:,.0f} scheduling decisions/s, creation included)")
     print(f"  scale to zero stopped  {down:8.1f} s")
     print(f"  manager peak RSS       {sampler.peak / 2**20:8.0f} MiB")
     print(f"  etcd db size           {db.stat().st_size / 2**20:8.0f} MiB")
@@ -230,10 +260,14 @@ def main() -> int:
     p.add_argument("--tick", type=float, default=0.25, help="hollow nodes' status report tick")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs) for inspection")
+    p.add_argument("--asyncio-debug", action="store_true", help="run the manager in asyncio debug mode (logs callbacks that block the loop > 100 ms)")
+    p.add_argument("--profile", metavar="FILE", help="record the manager with py-spy during the scale-up (speedscope JSON)")
     args = p.parse_args()
     if shutil.which("etcd") is None:
         print("bench/scale.py: etcd is not installed (apt-get install etcd-server)", file=sys.stderr)
         return 2
+    # SIGTERM unwinds like Ctrl-C, so that the children are stopped and the directory removed.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     tmp = Path(tempfile.mkdtemp(prefix="flotilla-scale-"))
     procs = Processes(tmp)
     try:

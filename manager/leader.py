@@ -1,6 +1,6 @@
 """Leader election on an etcd lease, and the registry of live managers.
 
-Every manager holds one lease, kept alive here. With it, it registers itself under
+Every manager holds one lease, kept alive by a thread of its own (`LeaseKeeper`). With it, it registers itself under
 `<prefix>managers/<id>` (its remote address: what agents may fail over to) and campaigns for
 `<prefix>leader`: a transaction creates the key, bound to the lease, only if it does not exist.
 The key's create revision identifies this term of leadership; the store's leader guard compares
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -29,6 +30,43 @@ log = logging.getLogger(__name__)
 
 _CREATE = rpc.Compare.CompareTarget.Value("CREATE")
 _EQUAL = rpc.Compare.CompareResult.Value("EQUAL")
+
+
+class LeaseKeeper(threading.Thread):
+    """Keeps one lease alive from its own thread, with a blocking gRPC channel of its own.
+
+    Why a thread: the manager's event loop can be busy for seconds with a big reconciliation
+    round; keep-alives sent from that loop would then be late and the lease would expire under
+    a manager that is merely busy. The GIL still lets this thread run every few milliseconds.
+    """
+
+    def __init__(self, target: str, lease_id: int, ttl: int) -> None:
+        super().__init__(name=f"lease-{lease_id:x}", daemon=True)
+        self.target, self.lease_id, self.ttl = target, lease_id, ttl
+        self.last_ok = time.monotonic()  # the lease was just granted
+        self.expired = False
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        channel = grpc.insecure_channel(self.target)
+        stub = rpc.LeaseStub(channel)
+        try:
+            while not self._halt.is_set():
+                sent = time.monotonic()
+                try:
+                    resp = next(stub.LeaseKeepAlive(iter([rpc.LeaseKeepAliveRequest(ID=self.lease_id)]), timeout=self.ttl / 2))
+                    if resp.TTL <= 0:
+                        self.expired = True
+                        return
+                    self.last_ok = sent  # etcd renewed it after `sent`: it lives until sent + TTL at least
+                except (grpc.RpcError, StopIteration) as e:
+                    log.debug("lease keep-alive failed: %s", e)
+                self._halt.wait(self.ttl / 6)
+        finally:
+            channel.close()
+
+    def stop(self) -> None:
+        self._halt.set()
 
 
 class LeaderElection:
@@ -81,32 +119,30 @@ class LeaderElection:
         self._lease_id = grant.ID
         await self.store.kv.Put(rpc.PutRequest(key=self.managers_prefix + self.manager_id.encode(),
                                                value=self.addr.encode(), lease=grant.ID), timeout=5)
-        keepalive = self.store.lease.LeaseKeepAlive()
+        keeper = LeaseKeeper(self.store.target, grant.ID, self.ttl)
+        keeper.start()
+        leader_gone = self.store.deletion_event(self.leader_key)
         try:
             while True:
+                if keeper.expired:
+                    log.warning("leader election: lease %x expired", grant.ID)
+                    self._lease_id = 0
+                    return
+                if time.monotonic() - keeper.last_ok > self.ttl * 0.75:
+                    log.warning("leader election: no keep-alive answer for %.1fs; giving up the lease", self.ttl * 0.75)
+                    return
                 if not self.is_leader:
                     await self._campaign()
                 elif not await self._still_leader():
                     log.warning("leader key is gone or not ours any more; stepping down")
                     await self._step_down()
-                sent = time.monotonic()
-                await keepalive.write(rpc.LeaseKeepAliveRequest(ID=grant.ID))
-                try:
-                    resp = await asyncio.wait_for(keepalive.read(), timeout=self.ttl / 4)
+                try:  # a follower campaigns as soon as the leader key is deleted (lease expired)
+                    await asyncio.wait_for(leader_gone.wait(), self.ttl / 6)
                 except asyncio.TimeoutError:
-                    log.warning("leader election: etcd did not answer a keep-alive in %.1fs; giving up the lease", self.ttl / 4)
-                    return
-                if resp is grpc.aio.EOF or resp.TTL <= 0:
-                    log.warning("leader election: lease %x expired", grant.ID)
-                    self._lease_id = 0
-                    return
-                last_ok = sent
-                if time.monotonic() - last_ok > self.ttl * 0.75:
-                    log.warning("leader election: keep-alive took too long; giving up the lease")
-                    return
-                await asyncio.sleep(self.ttl / 6)
+                    pass
+                leader_gone.clear()
         finally:
-            keepalive.cancel()
+            keeper.stop()
 
     async def _campaign(self) -> None:
         put = rpc.RequestOp(request_put=rpc.PutRequest(key=self.leader_key, value=self.manager_id.encode(), lease=self._lease_id))
@@ -127,7 +163,7 @@ class LeaderElection:
             self.leader_id = kvs[0].value.decode() if kvs else ""
 
     async def _still_leader(self) -> bool:
-        resp = await self.store.kv.Range(rpc.RangeRequest(key=self.leader_key), timeout=self.ttl / 4)
+        resp = await self.store.kv.Range(rpc.RangeRequest(key=self.leader_key), timeout=self.ttl / 2)
         return bool(resp.kvs) and resp.kvs[0].lease == self._lease_id
 
     async def _step_down(self) -> None:

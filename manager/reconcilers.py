@@ -39,4 +39,5 @@ def leader_writer(store) -> Callable[[list], Awaitable[list]]:
 def reconcilers(store) -> list[Reconciler]:
     """The reconcilers of a leader, sharing one guarded writer."""
     write = leader_writer(store)
-    return [Orchestrator(store, write), Scheduler(store, write)]
+    scheduler = Scheduler(store, write)
+    return [Orchestrator(store, write, scheduler=scheduler), scheduler]

@@ -55,16 +55,16 @@ class _TaskSim:
     exit_code: int = 0
     reported: int = -1  # the state last sent to the manager
 
-    def __post_init__(self) -> None:
-        code = self.env("HOLLOW_EXIT")
-        self.exit_code = int(code) if code and code.lstrip("-").isdigit() else 0
+    exits: bool = False  # HOLLOW_EXIT is set: the task ends one step after RUNNING
+    rejects: bool = False  # HOLLOW_REJECT=1
 
-    def env(self, name: str) -> str | None:
-        for item in self.task.spec.container.env:
-            key, _, value = item.partition("=")
-            if key == name:
-                return value
-        return None
+    def __post_init__(self) -> None:
+        # Read once: a task's spec never changes, and this runs for every task of every node.
+        env = dict(item.partition("=")[::2] for item in self.task.spec.container.env if item.startswith("HOLLOW_"))
+        code = env.get("HOLLOW_EXIT")
+        self.exits = code is not None
+        self.exit_code = int(code) if code and code.lstrip("-").isdigit() else 0
+        self.rejects = env.get("HOLLOW_REJECT") == "1"
 
 
 class HollowNode:
@@ -187,17 +187,17 @@ class HollowNode:
                 sim.state = pb.SHUTDOWN
                 return
             if sim.state < pb.RUNNING:
-                if sim.state >= pb.ACCEPTED and sim.state < pb.READY and sim.env("HOLLOW_REJECT") == "1":
+                if sim.state >= pb.ACCEPTED and sim.state < pb.READY and sim.rejects:
                     sim.state = pb.REJECTED
                     return
                 sim.state = next(s for s in WALK if s > sim.state)
-            elif sim.state == pb.RUNNING and sim.env("HOLLOW_EXIT") is not None:
+            elif sim.state == pb.RUNNING and sim.exits:
                 sim.state = pb.COMPLETE if sim.exit_code == 0 else pb.FAILED
                 return
             else:
                 return
             sim.next_at += self.config.step
-            if self.config.step == 0 and sim.state == pb.RUNNING and sim.env("HOLLOW_EXIT") is not None:
+            if self.config.step == 0 and sim.state == pb.RUNNING and sim.exits:
                 sim.next_at = now + self.config.tick  # let RUNNING be seen before the exit
                 return
 
@@ -218,7 +218,7 @@ class HollowNode:
             return False
         if sim.state > pb.RUNNING:
             return True
-        return sim.state == pb.RUNNING and sim.task.desired_state <= pb.RUNNING and sim.env("HOLLOW_EXIT") is None
+        return sim.state == pb.RUNNING and sim.task.desired_state <= pb.RUNNING and not sim.exits
 
     async def _report(self) -> None:
         while True:

@@ -172,7 +172,16 @@ class Dispatcher(dgrpc.DispatcherServicer):
         """Mark DOWN the nodes whose heartbeats stopped (and, when leader, orphaned nodes)."""
         while True:
             period = self.period()
+            started = time.monotonic()
             await asyncio.sleep(period / 4)
+            lag = time.monotonic() - started - period / 4
+            if lag > period / 4:
+                # The event loop was busy: heartbeats that arrived meanwhile are still queued.
+                # Do not count the stall against the nodes.
+                for node_id in self.last_seen:
+                    self.last_seen[node_id] += lag
+                for node_id in self._orphans:
+                    self._orphans[node_id] += lag
             try:
                 await self._expire(period)
             except Exception as e:  # noqa: BLE001 - etcd away: try again next round

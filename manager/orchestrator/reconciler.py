@@ -13,10 +13,11 @@ import asyncio
 import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from flotilla.proto import objects_pb2 as pb
 
+from ..scheduler.scheduler import Scheduler
 from ..store import Op
 from .global_ import reconcile_global
 from .reaper import history_limit, reap
@@ -27,7 +28,11 @@ from .tasks import Plan, ended
 log = logging.getLogger(__name__)
 
 CONFLICT_RETRY = 0.1  # seconds before a service whose write conflicted is decided again
-WRITE_CHUNK = 2048  # ops per store.batch call, so that other reconcilers interleave with a big round
+WRITE_CHUNK = 2048
+# New tasks created per round, over all services: a 100,000-task scale-up goes out in rounds,
+# so the scheduler, dispatcher and agents start on the first ones while the rest are made,
+# and no round holds the event loop long enough to starve the leader lease's keepalive.
+ROUND_NEW_TASKS = 4096  # ops per store.batch call, so that other reconcilers interleave with a big round
 
 
 def _relevant_task_change(old: pb.Task | None, new: pb.Task | None) -> bool:
@@ -54,9 +59,12 @@ class Orchestrator:
 
     name = "orchestrator"
 
-    def __init__(self, store, write: Callable, clock: Callable[[], float] = time.time, debounce: float = 0.02) -> None:
+    def __init__(self, store, write: Callable, clock: Callable[[], float] = time.time, debounce: float = 0.02,
+                 scheduler: Scheduler | None = None) -> None:
         self.store = store
         self._write = write
+        self._scheduler = scheduler  # places new tasks before they are written (see Scheduler.place_new)
+        self._written: dict[str, int] = {}  # task id -> desired state of our own writes not yet seen back
         self._clock = clock
         self._debounce = debounce
         self._timers: list[tuple[float, str]] = []
@@ -64,6 +72,7 @@ class Orchestrator:
     async def run(self) -> None:
         """Reconcile every service from the cache, then whatever each change touches."""
         queue = self.store.subscribe({"service", "task", "node", "cluster"})
+        self._timers, self._written = [], {}  # a rerun starts afresh (the full pass re-creates timers)
         try:
             dirty = {s.id for s in self.store.list("service")} | {t.service_id for t in self.store.list("task")}
             while True:
@@ -71,9 +80,14 @@ class Orchestrator:
                 while self._timers and self._timers[0][0] <= now:
                     dirty.add(heapq.heappop(self._timers)[1])
                 if dirty:
-                    for sid in await self.reconcile(dirty):  # conflicts: someone wrote meanwhile
+                    conflicted, dirty = await self.reconcile(dirty)
+                    for sid in conflicted:  # someone wrote meanwhile: decide again a little later
                         heapq.heappush(self._timers, (self._clock() + CONFLICT_RETRY, sid))
-                    dirty = set()
+                    if dirty:  # a big scale-up goes on next round, after the others had their turn
+                        await asyncio.sleep(0)
+                        while not queue.empty():
+                            self._mark(queue.get_nowait(), dirty)
+                        continue
                 timeout = max(0.0, self._timers[0][0] - self._clock()) if self._timers else None
                 try:
                     event = await asyncio.wait_for(queue.get(), timeout)
@@ -91,7 +105,11 @@ class Orchestrator:
         if event.kind == "service":
             dirty.add(event.obj.id)
         elif event.kind == "task":
-            if _relevant_task_change(event.old, event.obj if event.action != "delete" else None):
+            new = event.obj if event.action != "delete" else None
+            mine = self._written.pop(event.obj.id, None)
+            if mine is not None and new is not None and new.desired_state == mine and (event.old is None or ended(event.old) == ended(new)):
+                return  # our own write coming back: the decision that made it already saw it
+            if _relevant_task_change(event.old, new):
                 dirty.add(event.obj.service_id)
         elif event.kind == "node":
             if _relevant_node_change(event.old, event.obj if event.action != "delete" else None):
@@ -100,47 +118,65 @@ class Orchestrator:
         elif event.kind == "cluster":
             dirty.update(s.id for s in self.store.list("service"))
 
-    def decide(self, service_ids: Iterable[str]) -> dict[str, Plan]:
-        """The plan of every service in `service_ids`, from the cache as it is now."""
+    def decide(self, sid: str, nodes: dict[str, pb.Node], limit: int, now: float, max_new: int | None = None) -> Plan:
+        """The plan of one service from the cache as it is now (`max_new`: at most that many
+        new replicated slots this time; the service is decided again for the rest)."""
+        service = self.store.get("service", sid)
+        tasks = self.store.tasks_of_service(sid)
+        if service is None or service.pending_delete:
+            plan = reconcile_removed(tasks)
+        elif service.spec.WhichOneof("mode") == "global":
+            plan = reconcile_global(service, tasks, nodes, now)
+        else:
+            plan = reconcile_replicated(service, tasks, nodes, now, max_new=max_new)
+        plan.deletes += reap(tasks, nodes, limit, skip=plan.touched())
+        if service is not None and service.pending_delete and not tasks:
+            plan.delete_service = service
+        return plan
+
+    async def reconcile(self, service_ids: set[str]) -> tuple[set[str], set[str]]:
+        """Decide and write. Returns the services whose writes conflicted (to decide again
+        shortly) and those left for the next round (scale-ups beyond this round's budget)."""
         now = self._clock()
         nodes = {n.id: n for n in self.store.list("node")}
         clusters = self.store.list("cluster")
         limit = history_limit(clusters[0] if clusters else None)
-        plans = {}
-        for sid in service_ids:
-            service = self.store.get("service", sid)
-            tasks = self.store.tasks_of_service(sid)
-            if service is None or service.pending_delete:
-                plan = reconcile_removed(tasks)
-            elif service.spec.WhichOneof("mode") == "global":
-                plan = reconcile_global(service, tasks, nodes, now)
-            else:
-                plan = reconcile_replicated(service, tasks, nodes, now)
-            plan.deletes += reap(tasks, nodes, limit, skip=plan.touched())
-            plans[sid] = plan
-        return plans
-
-    async def reconcile(self, service_ids: set[str]) -> set[str]:
-        """Decide and write; return the services whose writes conflicted (to decide again)."""
-        plans = self.decide(service_ids)
+        budget = ROUND_NEW_TASKS
+        leftover: set[str] = set()
         ops: list[tuple[str, Op]] = []
-        for sid, plan in plans.items():
+        for sid in service_ids:
+            if budget <= 0:
+                leftover.add(sid)
+                continue
+            plan = self.decide(sid, nodes, limit, now, max_new=budget)
+            if plan.more:
+                leftover.add(sid)
+            budget -= len(plan.creates)
             if plan.wake_at is not None:
                 heapq.heappush(self._timers, (plan.wake_at, sid))
+            if self._scheduler is not None:
+                self._scheduler.place_new(plan.creates)
             # Creates first: a crash between chunks then leaves two runnable tasks in a slot
             # (the next pass shuts one down) rather than none.
             ops += [(sid, Op("create", "task", t)) for t in plan.creates]
             ops += [(sid, Op("update", "task", t)) for t in plan.updates]
             ops += [(sid, Op("delete", "task", t)) for t in plan.deletes]
-            service = self.store.get("service", sid)
-            if service is not None and service.pending_delete and not self.store.tasks_of_service(sid):
-                ops.append((sid, Op("delete", "service", service)))
+            if plan.delete_service is not None:
+                ops.append((sid, Op("delete", "service", plan.delete_service)))
+            await asyncio.sleep(0)  # deciding a big service takes a while: let the servers breathe
         conflicted: set[str] = set()
         for start in range(0, len(ops), WRITE_CHUNK):
             chunk = ops[start:start + WRITE_CHUNK]
+            for _, op in chunk:
+                if op.kind == "task" and op.action != "delete":
+                    self._written[op.obj.id] = op.obj.desired_state
             results = await self._write([op for _, op in chunk])
             for (sid, op), result in zip(chunk, results):
                 if isinstance(result, Exception):
                     log.debug("orchestrator: %s %s of service %s: %s", op.action, op.kind, sid, result)
                     conflicted.add(sid)
-        return conflicted
+                    if op.kind == "task" and op.action != "delete":
+                        self._written.pop(op.obj.id, None)
+                    if op.action == "create" and self._scheduler is not None:
+                        self._scheduler.forget(op.obj.id)
+        return conflicted, leftover

@@ -17,8 +17,10 @@ from .slot import reconcile_slot
 from .tasks import Plan, latest, new_task, runnable
 
 
-def reconcile_replicated(service: pb.Service, tasks: list[pb.Task], nodes: Mapping[str, pb.Node], now: float) -> Plan:
-    """The writes that bring `service`'s tasks to its replica count and spec."""
+def reconcile_replicated(service: pb.Service, tasks: list[pb.Task], nodes: Mapping[str, pb.Node], now: float,
+                         max_new: int | None = None) -> Plan:
+    """The writes that bring `service`'s tasks to its replica count and spec; at most
+    `max_new` new slots at once (`plan.more` says some were held back)."""
     slots: dict[int, list[pb.Task]] = defaultdict(list)
     for t in tasks:
         if t.desired_state < pb.REMOVE:
@@ -41,7 +43,10 @@ def reconcile_replicated(service: pb.Service, tasks: list[pb.Task], nodes: Mappi
             plan.merge(slot_plan)
     if len(decided) < want:
         dead = sorted(set(slots) - set(decided))
-        for number in _new_slot_numbers(dead, set(slots), want - len(decided)):
+        missing = want - len(decided)
+        if max_new is not None and missing > max_new:
+            missing, plan.more = max(0, max_new), True
+        for number in _new_slot_numbers(dead, set(slots), missing):
             plan.creates.append(new_task(service, number, "", now))
     return plan
 

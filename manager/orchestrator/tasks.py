@@ -26,6 +26,8 @@ class Plan:
     updates: list[pb.Task] = field(default_factory=list)  # modified copies, versions kept for compare-and-swap
     deletes: list[pb.Task] = field(default_factory=list)
     wake_at: float | None = None
+    more: bool = False  # new slots were held back (max_new): decide again soon for the rest
+    delete_service: pb.Service | None = None  # a pending_delete service whose tasks are all gone
 
     def wake(self, at: float) -> None:
         """Ask to be run again at `at` (the earliest of all requests wins)."""

@@ -34,7 +34,7 @@ class Scheduler:
 
     name = "scheduler"
 
-    def __init__(self, store, write: Callable, tick: float = 0.05, max_batch: int = 20_000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, store, write: Callable, tick: float = 0.05, max_batch: int = 5_000, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self._write = write
         self._tick = tick
@@ -44,10 +44,13 @@ class Scheduler:
         self._fresh: dict[str, None] = {}  # ids never tried (ordered: first come, first placed)
         self._parked: set[str] = set()  # ids that fit nowhere last time
         self._retry = False
+        self._queue: asyncio.Queue | None = None  # set while run() keeps the model current
 
     async def run(self) -> None:
         """Load nodes and tasks from the cache, then place what becomes pending, tick by tick."""
         queue = self.store.subscribe({"task", "node"})
+        self.cluster, self._fresh, self._parked, self._retry = Cluster(), {}, set(), False  # a rerun starts afresh
+        self._queue = queue
         try:
             for node in self.store.list("node"):
                 self.cluster.set_node(node)
@@ -64,9 +67,14 @@ class Scheduler:
                 event = await queue.get()
                 self._apply(event)
                 await asyncio.sleep(self._tick)
+                applied = 0
                 while not queue.empty():
                     self._apply(queue.get_nowait())
+                    applied += 1
+                    if applied % 2000 == 0:
+                        await asyncio.sleep(0)  # 100,000 queued changes: let the servers breathe
         finally:
+            self._queue = None
             self.store.unsubscribe(queue)
 
     def _apply(self, event) -> None:
@@ -102,6 +110,38 @@ class Scheduler:
         tasks = [self.store.get("task", tid) for tid in ids]
         return [t for t in tasks if is_pending(t)]
 
+    def place_new(self, tasks: list[pb.Task]) -> None:
+        """Place tasks the orchestrator is about to create, so that they are written ASSIGNED
+        in the same transaction instead of PENDING and then updated (one etcd write and one
+        watch event per task fewer, a third of a scale-up's writes). Tasks that fit nowhere
+        are left PENDING and go the usual way. Call `forget` for those whose create failed.
+        """
+        if self._queue is None:
+            return
+        while not self._queue.empty():  # the caller decided on the cache as it is: catch up with it
+            self._apply(self._queue.get_nowait())
+        pending = [t for t in tasks if is_pending(t)]
+        if not pending:
+            return
+        out = place(pending, self.cluster)
+        now = self._clock()
+        for task, node_id in out.assigned:
+            self._mark_assigned(task, node_id, now)
+        metrics.SCHEDULING_BATCH.observe(len(pending))
+        metrics.SCHEDULING_DECISIONS.inc(len(out.assigned))
+
+    def forget(self, task_id: str) -> None:
+        """A task `place_new` placed was not created: give its resources back."""
+        self.cluster.account(task_id, self.store.get("task", task_id))
+
+    @staticmethod
+    def _mark_assigned(task: pb.Task, node_id: str, now: float) -> None:
+        task.node_id = node_id
+        task.status.state = pb.ASSIGNED
+        task.status.message = "scheduler assigned task to node"
+        task.status.err = ""
+        task.status.timestamp.CopyFrom(timestamp(now))
+
     async def schedule_round(self) -> None:
         """Place one batch and write it."""
         started = time.perf_counter()
@@ -114,11 +154,7 @@ class Scheduler:
         for task, node_id in out.assigned:
             t = pb.Task()
             t.CopyFrom(task)
-            t.node_id = node_id
-            t.status.state = pb.ASSIGNED
-            t.status.message = "scheduler assigned task to node"
-            t.status.err = ""
-            t.status.timestamp.CopyFrom(timestamp(now))
+            self._mark_assigned(t, node_id, now)
             ops.append(Op("update", "task", t))
             metrics.SCHEDULING_LATENCY.observe(max(0.0, now - seconds(task.status.timestamp)))
         for tid, (task, why) in out.unschedulable.items():

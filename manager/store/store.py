@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import grpc
 from aetcd import rpc
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from .. import metrics
 from .cache import Cache
@@ -114,7 +115,7 @@ class Store:
         self.endpoints = list(endpoints)
         self.prefix = prefix
         self._pfx = prefix.encode()
-        self._target = endpoint_target(self.endpoints)
+        self.target = endpoint_target(self.endpoints)  # the gRPC target, for other channels to etcd
         self._timeout = timeout
         self._cache = Cache()
         self._revision = 0  # every change up to here is in the cache (load or watch)
@@ -125,13 +126,14 @@ class Store:
         self._channel: grpc.aio.Channel | None = None
         self.kv = self.lease = self._watch_stub = None
         self._watch_task: asyncio.Task | None = None
+        self._deletion_events: dict[bytes, asyncio.Event] = {}
         self.watch_connected = asyncio.Event()
 
     # -- life cycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Connect, load every object, then follow changes from the loaded revision."""
-        self._channel = grpc.aio.insecure_channel(self._target, options=[
+        self._channel = grpc.aio.insecure_channel(self.target, options=[
             ("grpc.max_receive_message_length", 512 << 20),
             ("grpc.max_send_message_length", 16 << 20),
             ("grpc.keepalive_time_ms", 5_000),
@@ -230,6 +232,11 @@ class Store:
             if kinds is None or kind in kinds:
                 queue.put_nowait(event)
 
+    def deletion_event(self, key: bytes) -> asyncio.Event:
+        """An event set whenever the watch sees `key` (under the prefix, not an object: the
+        leader key) deleted; the caller clears it. Lets followers campaign at once."""
+        return self._deletion_events.setdefault(key, asyncio.Event())
+
     # -- leader guard -------------------------------------------------------------------------
 
     def set_leader_guard(self, key: bytes | None, create_revision: int = 0) -> None:
@@ -269,12 +276,14 @@ class Store:
         results: list = [None] * len(ops)
         prepared: list[_Prepared] = []
         guard = self._guard if leader_guard else None
+        now = Timestamp()
+        now.GetCurrentTime()  # one clock read per batch: a batch is one logical change
         for i, op in enumerate(ops):
             if leader_guard and guard is None:
                 results[i] = NotLeader("this manager is not the leader")
                 continue
             try:
-                prepared.append(self._prepare(i, op))
+                prepared.append(self._prepare(i, op, now))
             except StoreError as e:
                 results[i] = e
         chunks = list(self._chunks(prepared))
@@ -289,7 +298,7 @@ class Store:
         await asyncio.gather(*(run(c) for c in chunks))
         return results
 
-    def _prepare(self, index: int, op: Op) -> _Prepared:
+    def _prepare(self, index: int, op: Op, now: Timestamp) -> _Prepared:
         cls = KINDS.get(op.kind)
         if cls is None:
             raise InvalidArgument(f"unknown kind {op.kind!r}")
@@ -310,13 +319,13 @@ class Store:
             if not obj.id:
                 obj.id = new_id()
             expect = 0
-            obj.meta.created_at.GetCurrentTime()
-            obj.meta.updated_at.CopyFrom(obj.meta.created_at)
+            obj.meta.created_at.CopyFrom(now)
+            obj.meta.updated_at.CopyFrom(now)
         else:
             if not obj.id:
                 raise InvalidArgument(f"update {op.kind}: the object has no id")
             expect = obj.meta.version.index
-            obj.meta.updated_at.GetCurrentTime()
+            obj.meta.updated_at.CopyFrom(now)
         obj.meta.version.index = 0  # the version is the key's mod_revision, not part of the value
         value = obj.SerializeToString()
         key = object_key(self.prefix, op.kind, obj.id)
@@ -530,6 +539,8 @@ class Store:
                 last = rev
             kind_id = split_key(self._pfx, kv.key)
             if kind_id is None:
+                if ev.type != 0 and kv.key in self._deletion_events:
+                    self._deletion_events[kv.key].set()
                 continue
             kind, obj_id = kind_id
             if ev.type == 0:  # PUT

@@ -67,6 +67,7 @@ class ManagerProc:
     def __init__(self, endpoint: str, tmp: Path, name: str, ttl: int = 2) -> None:
         self.endpoint, self.name, self.ttl = endpoint, name, ttl
         self.remote = f"127.0.0.1:{free_port()}"
+        self.metrics = f"127.0.0.1:{free_port()}"
         self.socket = tmp / f"{name}.sock"
         self.log = tmp / f"{name}.log"
         self.proc: subprocess.Popen | None = None
@@ -75,7 +76,7 @@ class ManagerProc:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(SWARMD), "manager", "--etcd-endpoints", self.endpoint, "--listen-control", f"unix://{self.socket}",
-                 "--listen-remote", self.remote, "--heartbeat-period", "200ms", "--leader-ttl", f"{self.ttl}s"],
+                 "--listen-remote", self.remote, "--metrics-addr", self.metrics, "--heartbeat-period", "200ms", "--leader-ttl", f"{self.ttl}s"],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self) -> None:
@@ -94,7 +95,8 @@ class ManagerProc:
 
 
 def leaked_processes(unique: str) -> list[str]:
-    """Command lines of processes that mention this test's unique suffix (should be none)."""
+    """Command lines of processes that mention this test's unique suffix (should be none),
+    apart from the test's etcd, which its fixture stops after the test."""
     found = []
     for pid in os.listdir("/proc"):
         if pid.isdigit() and int(pid) != os.getpid():
@@ -102,6 +104,6 @@ def leaked_processes(unique: str) -> list[str]:
                 cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             except OSError:
                 continue
-            if unique in cmd:
+            if unique in cmd and not cmd.split(" ", 1)[0].endswith("/etcd"):
                 found.append(cmd)
     return found

@@ -50,7 +50,6 @@ class Harness:
         deadline = time.monotonic() + 20
         while True:
             try:
-                await self.control.ListClusters(cpb.ListClustersRequest(), timeout=1)
                 if (await self.control.ListClusters(cpb.ListClustersRequest(), timeout=1)).clusters:
                     return
             except grpc.aio.AioRpcError:
@@ -109,12 +108,13 @@ class Harness:
     async def running(self, service_id: str) -> list[pb.Task]:
         return [t for t in await self.tasks(service_id) if t.status.state == pb.RUNNING and t.desired_state == pb.RUNNING]
 
-    async def wait_running(self, service_id: str, count: int, timeout: float = 20.0) -> list[pb.Task]:
-        """Wait until exactly `count` tasks of the service run and none other is desired to run."""
+    async def wait_running(self, service_id: str, count: int, timeout: float = 20.0, avoid: set[str] = frozenset()) -> list[pb.Task]:
+        """Wait until exactly `count` tasks of the service run, none on the `avoid` nodes, and
+        no other task is desired to run."""
         async def check():
             tasks = await self.tasks(service_id)
             live = [t for t in tasks if t.desired_state <= pb.RUNNING]
-            run = [t for t in live if t.status.state == pb.RUNNING]
+            run = [t for t in live if t.status.state == pb.RUNNING and t.node_id not in avoid]
             return run if len(run) == count == len(live) else None
         return await self.wait(f"{count} running tasks", check, timeout)
 

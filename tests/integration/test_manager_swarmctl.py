@@ -102,6 +102,14 @@ def test_swarmctl_cluster_commands(etcd_endpoint, tmp_path, unique):
         assert "--force" in cli("node", "rm", node["id"], ok=False).stderr
         cli("node", "rm", "--force", node["id"])
 
+        import urllib.request
+        with urllib.request.urlopen(f"http://{manager.metrics}/metrics", timeout=5) as r:
+            scraped = r.read().decode()
+        for metric in ('flotilla_tasks{state="RUNNING"}', "flotilla_services", 'flotilla_nodes{state="READY"}',
+                       "flotilla_manager_leader 1.0", "flotilla_scheduler_task_latency_seconds_bucket",
+                       "flotilla_scheduler_batch_tasks_count", 'flotilla_etcd_request_seconds_count{op="txn"}',
+                       "flotilla_dispatcher_sessions", "flotilla_dispatcher_status_updates_total"):
+            assert metric in scraped, metric
         cli("service", "rm", name)
         assert cli.json("service", "ls") == []
         cli.wait("the service's tasks gone", lambda: not [t for t in cli.json("task", "ls") if t["service_id"] == sid])

@@ -46,7 +46,8 @@ class Leader:
 
     async def start(self) -> Leader:
         await self.store.start()
-        for r in (Orchestrator(self.store, self.store.batch), Scheduler(self.store, self.store.batch)):
+        scheduler = Scheduler(self.store, self.store.batch)
+        for r in (Orchestrator(self.store, self.store.batch, scheduler=scheduler), scheduler):
             self.runs.append(asyncio.create_task(r.run()))
         return self
 

@@ -190,3 +190,11 @@ def test_history_limit_defaults_to_five():
     c = pb.Cluster()
     c.spec.orchestration.task_history_retention_limit = 2
     assert history_limit(c) == 2
+
+
+def test_scale_up_can_be_done_in_parts():
+    svc = service(replicas=5)
+    part = reconcile_replicated(svc, [task(svc, 1)], NODES, NOW, max_new=2)
+    assert sorted(t.slot for t in part.creates) == [2, 3] and part.more
+    rest = reconcile_replicated(svc, [task(svc, s) for s in (1, 2, 3)], NODES, NOW, max_new=2)
+    assert sorted(t.slot for t in rest.creates) == [4, 5] and not rest.more
