@@ -59,6 +59,10 @@ class AgentProc:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
         managers = ",".join(filter(None, (self.cluster.remote, self.cluster.backup_remote)))
         argv = [str(BIN / "swarmd"), "agent", "--root", str(self.root / "state"), "--listen-local",
                 f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent, "--manager",
@@ -67,6 +71,8 @@ class AgentProc:
             argv += ["--label", f"{k}={v}"]
         with open(self.root / "agent.log", "ab") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+    def wait_ready(self) -> None:
         wait_for(lambda: self.proc.poll() is not None or self.ctl("ps", check=False).returncode == 0, 20,
                  what=f"agent {self.hostname} to answer")
         assert self.proc.poll() is None, f"agent died:\n{self.log()}"
@@ -193,12 +199,16 @@ class Cluster:
         path = self.tmp / "manager.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
-    def add_agent(self, letter: str, **labels: str) -> AgentProc:
-        agent = AgentProc(self, letter, labels)
-        self.agents[letter] = agent
-        agent.start()
-        agent.ctl("image", "import", str(self.busybox_tar), IMAGE)
-        return agent
+    def add_agents(self, **labels_by_letter: dict[str, str]) -> list[AgentProc]:
+        """Start agents side by side (each with the busybox image), e.g. add_agents(a={}, b={"zone": "x"})."""
+        agents = [AgentProc(self, letter, labels) for letter, labels in labels_by_letter.items()]
+        for agent in agents:
+            self.agents[agent.cgroup_parent.rsplit("-", 1)[1]] = agent
+            agent.spawn()
+        for agent in agents:
+            agent.wait_ready()
+            agent.ctl("image", "import", str(self.busybox_tar), IMAGE)
+        return agents
 
     def close(self) -> list[str]:
         """Remove every service, wait for the agents to remove their containers, stop everything;

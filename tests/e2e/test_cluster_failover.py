@@ -1,6 +1,7 @@
 """Agents and managers that die: kill -9 of an agent that comes back within the heartbeat
-window (nothing rescheduled, containers adopted), one that stays away (its tasks move, and
-its stale containers go when it returns), and a manager restart (nothing restarts)."""
+window (nothing rescheduled, containers adopted), one that stays away (its tasks move, its
+stale containers stop when it returns), a manager restart and a manager failover (nothing
+restarts)."""
 from __future__ import annotations
 
 import uuid
@@ -17,13 +18,15 @@ SLEEP = ["sleep", "1000"]
 HEARTBEAT = 1.5  # seconds: a node is DOWN after ~3 periods, long enough for an agent restart
 
 
-@pytest.fixture
-def cluster(tmp_path, busybox_tar):
-    c = Cluster(tmp_path, uuid.uuid4().hex[:8], busybox_tar, heartbeat=HEARTBEAT)
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, busybox_tar):
+    """Two managers on one etcd (agents know both) and two agents, shared by this module's
+    tests in order: each removes its service; the last one kills the first manager for good."""
+    c = Cluster(tmp_path_factory.mktemp("failover"), uuid.uuid4().hex[:8], busybox_tar, heartbeat=HEARTBEAT)
     c.start()
     try:
-        c.add_agent("a")
-        c.add_agent("b")
+        c.start_backup_manager()
+        c.add_agents(a={}, b={})
         c.wait_nodes_ready(2)
     except BaseException:
         c.close()
@@ -31,6 +34,11 @@ def cluster(tmp_path, busybox_tar):
     yield c
     leaks = c.close()
     assert not leaks, "left behind:\n" + "\n".join(leaks)
+
+
+def remove(cluster: Cluster, svc) -> None:
+    cluster.remove(svc)
+    wait_for(lambda: not any(a.containers() for a in cluster.agents.values()), 30, what="every container removed")
 
 
 def pids(agent) -> dict[str, int]:
@@ -53,6 +61,7 @@ def test_agent_killed_and_back_within_window_adopts(cluster):
     assert pids(b) == running_before  # the same processes: adopted, not restarted
     assert cluster.node(b).id == node_b.id  # the same node (its id kept in the state root)
     assert all(t.status.state == pb.RUNNING for t in cluster.tasks(svc))
+    remove(cluster, svc)
 
 
 def test_agent_away_past_window_loses_its_tasks(cluster):
@@ -78,6 +87,7 @@ def test_agent_away_past_window_loses_its_tasks(cluster):
     assert len(old) == len(stale)
     assert len(cluster.wait_running(svc, 4)) == 4
     assert not b.running()
+    remove(cluster, svc)
 
 
 def test_manager_restart_restarts_nothing(cluster):
@@ -90,30 +100,26 @@ def test_manager_restart_restarts_nothing(cluster):
     cluster.wait_nodes_ready(2)
     wait_for(lambda: {t.id for t in cluster.wait_running(svc, 2)} == before, 20, what="the same tasks running")
     assert {**pids(cluster.agents["a"]), **pids(cluster.agents["b"])} == all_pids
+    cluster.wait_nodes_ready(2)
+    remove(cluster, svc)
 
 
-def test_manager_failover_restarts_nothing(tmp_path, busybox_tar):
-    """Two managers on one etcd; kill -9 of the one the agents talk to: they fail over to the
-    other, which takes the lead, and every task keeps running in the same process."""
-    c = Cluster(tmp_path, uuid.uuid4().hex[:8], busybox_tar, heartbeat=HEARTBEAT)
-    c.start()
-    try:
-        c.start_backup_manager()
-        a = c.add_agent("a")
-        c.wait_nodes_ready(1)
-        svc = c.create("fo", SLEEP, replicas=2)
-        before = {t.id for t in c.wait_running(svc, 2)}
-        running = pids(a)
-        c.manager.kill()
-        c.manager.wait()
-        c.use_backup()
-        wait_for(lambda: f"with {c.backup_remote}: node" in a.log(), 20,
-                 what="the agent to open a session with the backup manager")
-        c.scale(svc, 3)  # the backup leads now: its reconcilers act
-        after = {t.id for t in c.wait_running(svc, 3, timeout=40)}
-        assert before <= after
-        assert {k: v for k, v in pids(a).items() if k in running} == running
-        assert c.node(a).status.state == pb.NodeStatus.READY
-    finally:
-        leaks = c.close()
-    assert not leaks, "left behind:\n" + "\n".join(leaks)
+def test_manager_failover_restarts_nothing(cluster):
+    """kill -9 of the manager the agents talk to: they fail over to the other one, which takes
+    the lead, and every task keeps running in the same process."""
+    svc = cluster.create("fo", SLEEP, replicas=2)
+    before = {t.id for t in cluster.wait_running(svc, 2)}
+    running = {**pids(cluster.agents["a"]), **pids(cluster.agents["b"])}
+    cluster.manager.kill()
+    cluster.manager.wait()
+    cluster.use_backup()
+    for agent in cluster.agents.values():
+        wait_for(lambda: f"with {cluster.backup_remote}: node" in agent.log(), 20,
+                 what=f"{agent.hostname} to open a session with the other manager")
+    cluster.scale(svc, 3)  # the other manager leads now: its reconcilers act
+    after = {t.id for t in cluster.wait_running(svc, 3, timeout=40)}
+    assert before <= after
+    now = {**pids(cluster.agents["a"]), **pids(cluster.agents["b"])}
+    assert {k: v for k, v in now.items() if k in running} == running
+    assert all(n.status.state == pb.NodeStatus.READY for n in cluster.nodes())
+    remove(cluster, svc)

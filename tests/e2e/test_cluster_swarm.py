@@ -26,9 +26,7 @@ def cluster(tmp_path_factory, busybox_tar):
     c = Cluster(tmp_path_factory.mktemp("cluster"), unique, busybox_tar, heartbeat=0.5)
     c.start()
     try:
-        c.add_agent("a", zone="east")
-        c.add_agent("b", zone="west")
-        c.add_agent("c", zone="west")
+        c.add_agents(a={"zone": "east"}, b={"zone": "west"}, c={"zone": "west"})
         c.wait_nodes_ready(3)
     except BaseException:
         c.close()
