@@ -88,6 +88,35 @@ def test_task_walks_to_running_and_shuts_down(runtime, unique):
     asyncio.run(scenario())
 
 
+def test_cluster_metrics(runtime, unique, tmp_path):
+    """Tasks by state and per-task usage from the cgroups, labelled by service and task."""
+    from prometheus_client.core import CollectorRegistry
+
+    from flotilla.agent.cluster_metrics import ClusterCollector
+    from flotilla.agent.session import ClusterAgent
+
+    async def scenario():
+        agent = ClusterAgent(runtime, tmp_path, ["127.0.0.1:1"], hostname=f"h{unique}")  # no session: never started
+        agent.worker.node_id = "n1"
+        await agent.worker.scan()
+        task = make_task(unique, 1, ["sleep", "1000"])
+        agent.worker.apply_complete([task])
+        await until(lambda: state(agent.reporter, task) == pb.RUNNING, what="RUNNING")
+        registry = CollectorRegistry()
+        registry.register(ClusterCollector(agent))
+        get = registry.get_sample_value
+        assert get("flotilla_agent_tasks", {"state": "running"}) == 1
+        assert get("flotilla_agent_session_connected") == 0
+        labels = {"service": f"web{unique}", "task": task.id, "name": f"web{unique}.1.{task.id}"}
+        assert get("flotilla_task_pids", labels) >= 1
+        assert get("flotilla_task_memory_usage_bytes", labels) > 0
+        assert get("flotilla_task_cpu_usage_seconds_total", labels) >= 0
+        agent.worker.apply_complete([])
+        await until(lambda: not runtime.list(all=True), what="the container to be removed")
+        await agent.close()
+    asyncio.run(scenario())
+
+
 def test_exit_codes_and_rejection(runtime, unique):
     async def scenario():
         reporter = Reporter()
