@@ -3,7 +3,6 @@ assignments go in as the session would hand them over, statuses come out of the 
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import pytest
