@@ -118,7 +118,6 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     if agent is not None:
         await agent.close()
     monitor.close()
-    service.close()
     if metrics is not None:
         metrics.shutdown()
     path.unlink(missing_ok=True)

@@ -33,6 +33,7 @@ class Monitor:
         self._pidfds: dict[str, int] = {}
         self._delays: dict[str, float] = {}
         self._busy: dict[str, int] = {}
+        self.restarting: set[str] = set()  # waiting out a back-off: shown as Docker's "restarting"
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
 
@@ -138,7 +139,11 @@ class Monitor:
         delay = next_delay(self._delays.get(container_id), state.ran_for)
         self._delays[container_id] = delay
         log.info("restarting %s (exit code %d) in %.1fs", info.name, state.exit_code, delay)
-        await asyncio.sleep(delay)
+        self.restarting.add(container_id)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.restarting.discard(container_id)
         if container_id in self._busy or self._closed:
             return
         if daemon_start:

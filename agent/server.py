@@ -2,8 +2,9 @@
 
 Every runtime call is blocking and goes through a thread; errors become gRPC statuses with the
 runtime's one-line message (`errors.status_for`). Streams that may block for as long as a
-container lives (log following, copies) run on their own thread pool so that they can never
-starve the short calls. Waiting for an exit needs no thread at all: it awaits the shim's pidfd.
+container lives (log following, copies) each get a daemon thread of their own, so they can
+neither starve the short calls nor hold up the agent's exit. Waiting for an exit needs no
+thread at all: it awaits the shim's pidfd.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from .monitor import Monitor
 log = logging.getLogger("flotilla.agent.server")
 T = TypeVar("T")
 SPOOL_LIMIT = 32 << 20  # uploads larger than this spill from memory to <root>/agent/tmp
+STREAM_AHEAD = 16       # items a streaming iterator may produce ahead of its client
 _DONE = object()
 
 
@@ -42,10 +44,6 @@ class RuntimeService(pb_grpc.RuntimeServicer):
         self.monitor = monitor
         self._tmp = tmp_dir
         self._tmp.mkdir(parents=True, exist_ok=True)
-        self._streams = ThreadPoolExecutor(max_workers=256, thread_name_prefix="stream")
-
-    def close(self) -> None:
-        self._streams.shutdown(wait=False, cancel_futures=True)
 
     # -- plumbing --------------------------------------------------------------------
     async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
@@ -63,17 +61,51 @@ class RuntimeService(pb_grpc.RuntimeServicer):
             raise  # not reached: abort raises
 
     async def _iterate(self, context: grpc.aio.ServicerContext, fn: Callable[..., Iterator[T]], *args: Any) -> AsyncIterator[T]:
-        """Consume a blocking iterator on the stream pool, item by item."""
+        """Consume a blocking iterator (log follow, tar stream) on a daemon thread of its own.
+
+        Such an iterator may block for as long as a container lives; a daemon thread can never
+        hold up the agent's exit nor starve the pool of short calls. At most STREAM_AHEAD items
+        wait in memory, so a slow client slows the producer instead of filling the agent.
+        """
         loop = asyncio.get_running_loop()
+        items: asyncio.Queue = asyncio.Queue()
+        slots = threading.Semaphore(STREAM_AHEAD)
+        stop = threading.Event()
+
+        def produce() -> None:
+            last: tuple[Any, BaseException | None] = (_DONE, None)
+            iterator = None
+            try:
+                iterator = iter(fn(*args))
+                for item in iterator:
+                    while not slots.acquire(timeout=0.5):
+                        if stop.is_set():
+                            return
+                    if stop.is_set():
+                        return
+                    loop.call_soon_threadsafe(items.put_nowait, (item, None))
+            except BaseException as exc:  # delivered to the client as its status
+                last = (_DONE, exc)
+            finally:
+                close = getattr(iterator, "close", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        close()
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the agent is exiting
+                loop.call_soon_threadsafe(items.put_nowait, last)
+
+        threading.Thread(target=produce, name="stream", daemon=True).start()
         try:
-            iterator = await loop.run_in_executor(self._streams, lambda: iter(fn(*args)))
             while True:
-                item = await loop.run_in_executor(self._streams, next, iterator, _DONE)
+                item, exc = await items.get()
                 if item is _DONE:
+                    if exc is not None:
+                        await self._abort(context, exc)
                     return
+                slots.release()
                 yield item
-        except Exception as exc:
-            await self._abort(context, exc)
+        finally:
+            stop.set()
 
     async def _parse(self, context: grpc.aio.ServicerContext, fn: Callable[..., T], *args: Any) -> T:
         """Validate input in the event loop (pure, fast); a bad value aborts with its message."""
@@ -179,10 +211,17 @@ class RuntimeService(pb_grpc.RuntimeServicer):
 
     async def ListContainers(self, request, context):
         infos = await self._call(context, self.rt.list, request.all)
-        return pb.ListContainersResponse(containers=[convert.container_to_proto(i) for i in infos])
+        out = pb.ListContainersResponse(containers=[convert.container_to_proto(i) for i in infos])
+        for c in out.containers:
+            if c.id in self.monitor.restarting and c.status == "exited":
+                c.status = "restarting"
+        return out
 
     async def InspectContainer(self, request, context):
         doc = await self._call(context, self.rt.inspect, request.ref)
+        state = doc.get("State")
+        if doc.get("Id") in self.monitor.restarting and isinstance(state, dict) and state.get("Status") == "exited":
+            state.update(Status="restarting", Restarting=True)
         return pb.JsonDocument(json=json.dumps(doc, default=str))
 
     async def WaitContainer(self, request, context):

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-w", "--workdir", default="", help="working directory inside the container")
     p.add_argument("container")
     p.add_argument("command", nargs=argparse.REMAINDER)
-    p.set_defaults(func=cmd_exec, error_exit=126)
+    p.set_defaults(func=cmd_exec)
 
     p = sub.add_parser("attach", help="attach this terminal to a running container")
     p.add_argument("--no-stdin", action="store_true", help="do not attach stdin")

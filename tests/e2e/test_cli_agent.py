@@ -81,5 +81,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 ch = grpc.insecure_channel("unix://{one.socket}")
 print(health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="flotilla.runtime.v1.Runtime")).status)
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+print(" ".join(sorted(ProtoReflectionDescriptorDatabase(ch).get_services())))
 """], capture_output=True, text=True, timeout=30)
-    assert health.stdout.strip() == "1"  # SERVING
+    status, services = health.stdout.splitlines()
+    assert status == "1"  # SERVING
+    assert "flotilla.runtime.v1.Runtime" in services.split() and "grpc.health.v1.Health" in services.split()

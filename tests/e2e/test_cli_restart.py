@@ -1,11 +1,12 @@
 """Restart policies enforced by the agent's monitor, and adoption after `kill -9` of the agent."""
 from __future__ import annotations
 
+import subprocess
 import time
 
 import pytest
 
-from cli_harness import IMAGE, agent, ctl, wait_for  # noqa: F401  (fixtures)
+from cli_harness import BIN, IMAGE, agent, ctl, wait_for  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.root
 
@@ -70,3 +71,33 @@ def test_adoption_after_agent_kill9(ctl, agent):
     wait_for(lambda: ephemeral not in agent.container_ids(), 10, what="the --rm container to be removed")
     ctl("stop", "-t", "1", sleeper)
     assert agent.status(sleeper) == "exited"
+
+
+def test_agent_stops_with_a_log_follower_and_the_next_one_adopts(ctl, agent):
+    """SIGTERM ends the agent even while a `logs -f` blocks on a silent container."""
+    cid = ctl("run", "-d", IMAGE, "sh", "-c", "echo hello; exec sleep 60").stdout.strip()
+    follower = subprocess.Popen([str(BIN / "swarmctl"), "logs", "-f", cid], env=agent.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert follower.stdout.readline() == b"hello\n"  # following, and now waiting for more
+        agent.proc.terminate()
+        agent.proc.wait(30)  # a liveness bound, not a performance threshold
+        assert follower.wait(30) != 0
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    agent.start()
+    assert agent.status(cid) == "running"
+
+
+def test_backoff_shows_as_restarting(ctl, agent):
+    """Back-off doubles from 100 ms: after a few quick failures the wait is long enough to see."""
+    cid = ctl("run", "-d", "--restart", "always", IMAGE, "false").stdout.strip()
+    wait_for(lambda: agent.inspect(cid)["State"].get("Restarting") is True, 20, what="a visible back-off")
+    wait_for(lambda: "Restarting (1)" in ctl("ps", "-a").stdout, 20, what="ps to show the back-off")
+    ctl("stop", "-t", "1", cid)
+    wait_for(lambda: agent.status(cid) == "exited", 10, what="stop to end the restart loop")
+    count = restart_count(agent, cid)
+    time.sleep(1.0)
+    assert restart_count(agent, cid) == count
