@@ -108,7 +108,8 @@ class Manager:
             os.chmod(self._socket_path, 0o600)  # the control socket is root's, as Docker's is
         self.dispatcher.start()
         self._background = [asyncio.create_task(self.election.run(), name="leader-election"),
-                            asyncio.create_task(self._gauges(), name="metrics-gauges")]
+                            asyncio.create_task(self._gauges(), name="metrics-gauges"),
+                            asyncio.create_task(self._loop_lag(), name="loop-lag")]
         if self.config.metrics_addr:
             from prometheus_client import start_http_server
             host, _, port = self.config.metrics_addr.rpartition(":")
@@ -155,6 +156,18 @@ class Manager:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _loop_lag() -> None:
+        """Measure how long the event loop is blocked: heartbeats and keep-alives wait that long."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(0.25)
+            lag = loop.time() - started - 0.25
+            metrics.LOOP_LAG.observe(max(lag, 0.0))
+            if lag > 1.0:
+                log.warning("event loop was blocked for %.1fs", lag)
 
     async def _gauges(self) -> None:
         """Object counts for Prometheus, from the cache (never etcd)."""

@@ -27,6 +27,12 @@ SERVICES = Gauge("flotilla_services", "Services")
 NODES = Gauge("flotilla_nodes", "Nodes by state", ["state"])
 LEADER = Gauge("flotilla_manager_leader", "1 while this manager holds the leader lease")
 
+LOOP_LAG = Histogram(
+    "flotilla_manager_loop_lag_seconds",
+    "How late a 250 ms timer fires on the manager's event loop (time it was blocked)",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
 SESSIONS = Gauge("flotilla_dispatcher_sessions", "Open agent sessions on this manager")
 HEARTBEATS = Counter("flotilla_dispatcher_heartbeats", "Heartbeats received")
 STATUS_UPDATES = Counter("flotilla_dispatcher_status_updates", "Task status updates received from agents")

@@ -118,6 +118,7 @@ class Dispatcher(dgrpc.DispatcherServicer):
 
     async def UpdateTaskStatus(self, request: dpb.UpdateTaskStatusRequest, context: grpc.aio.ServicerContext) -> dpb.UpdateTaskStatusResponse:
         session = await self._session(request.session_id, context)
+        self.last_seen[session.node_id] = time.monotonic()  # any call proves the node alive
         try:
             await self.statuses.submit(session.node_id, request.updates)
         except Exception as e:  # noqa: BLE001 - one line for the agent, which retries

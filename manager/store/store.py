@@ -350,6 +350,7 @@ class Store:
 
     async def _commit(self, chunk: list[_Prepared], guard: tuple[bytes, int] | None, results: list) -> None:
         """Run one transaction; on a failed compare, drop the ops that conflict and retry."""
+        with_failure_reads = False  # the reads that name the conflicting keys cost ~5 % of a batch: only after a failure
         while chunk:
             compare = []
             for p in chunk:
@@ -357,10 +358,13 @@ class Store:
                     compare.append(rpc.Compare(key=p.key, target=_MOD, result=_GREATER, mod_revision=0))
                 else:
                     compare.append(rpc.Compare(key=p.key, target=_MOD, result=_EQUAL, mod_revision=p.expect))
-            failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=p.key, keys_only=True)) for p in chunk]
+            failure = []
+            if with_failure_reads:
+                failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=p.key, keys_only=True)) for p in chunk]
             if guard is not None:
                 compare.append(rpc.Compare(key=guard[0], target=_CREATE, result=_EQUAL, create_revision=guard[1]))
-                failure.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=guard[0], keys_only=True)))
+                if with_failure_reads:
+                    failure.append(rpc.RequestOp(request_range=rpc.RangeRequest(key=guard[0], keys_only=True)))
             request = rpc.TxnRequest(compare=compare, success=[p.request for p in chunk], failure=failure)
             started = time.perf_counter()
             try:
@@ -376,6 +380,9 @@ class Store:
                 return
             finally:
                 metrics.ETCD_LATENCY.labels("txn").observe(time.perf_counter() - started)
+            if not resp.succeeded and not with_failure_reads:
+                with_failure_reads = True  # run it again, now learning which keys conflict
+                continue
             if resp.succeeded:
                 self._applied(chunk, resp.header.revision, results)
                 return
