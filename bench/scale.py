@@ -202,7 +202,7 @@ async def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
         if count > 0:
             procs.start(f"hollow{i}", [
                 str(VENV_BIN / "swarmd"), "hollow", "--manager", remote, "--nodes", str(count),
-                "--name-prefix", f"hollow{i}", "--tick", str(args.tick),
+                "--name-prefix", f"hollow{i}", "--tick", str(args.tick), "--log-level", "info",
             ])
     sampler = Sampler(manager.pid)
     sampling = asyncio.create_task(sampler.run())

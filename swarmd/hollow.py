@@ -107,7 +107,7 @@ class HollowNode:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as e:
-                log.debug("%s: session ended: %s", self.hostname, e.details())
+                log.info("%s: session ended: %s %s", self.hostname, e.code().name, e.details())
             except Exception:  # keep simulating: one node's surprise must not stop the others
                 log.exception("%s: session failed", self.hostname)
             await asyncio.sleep(backoff)

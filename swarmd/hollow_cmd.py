@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import re
 import signal
 import sys
@@ -38,10 +39,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--name-prefix", default="hollow", help="hostnames are PREFIX-0, PREFIX-1, ...")
     p.add_argument("--tick", type=float, default=0.1, help="seconds between status reports of a node")
     p.add_argument("--step", type=float, default=0.0, help="seconds between two states of a task's walk")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.nodes < 1:
         print("swarmd hollow: --nodes must be at least 1", file=sys.stderr)
         return 2
