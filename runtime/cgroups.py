@@ -30,6 +30,14 @@ CFS_PERIOD_US = 100_000
 V2_CONTROLLERS = ("cpu", "memory", "pids")
 _PARENT_RE = re.compile(r"^[a-zA-Z0-9_.-]+(/[a-zA-Z0-9_.-]+)*$")
 _USER_HZ = os.sysconf("SC_CLK_TCK")
+# Docker's default device allowlist. Containers keep CAP_MKNOD, so without it a container could
+# create a node for the host's disk and read it: creating nodes stays allowed (`m`), using any
+# device beyond these is refused by the devices controller.
+DEFAULT_DEVICE_RULES = (
+    "c *:* m", "b *:* m",
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",  # null zero full random urandom
+    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",              # tty console ptmx pts
+)
 
 
 @dataclass
@@ -145,6 +153,7 @@ class Cgroup:
                 path.mkdir(exist_ok=True)
                 made.append(path)
                 self.driver.inherit_cpuset(path)
+            self._restrict_devices()
             self.apply(resources)
         except BaseException:
             for path in reversed(made):
@@ -153,6 +162,20 @@ class Cgroup:
                 except OSError:
                     pass
             raise
+
+    def _restrict_devices(self) -> None:
+        """Deny every device but Docker's defaults (v1 devices controller).
+
+        On a pure v2 host the same needs an eBPF device program, which is not built yet: there
+        the controller is absent and this does nothing (see docs/runtime.md).
+        """
+        hier = self.driver.hierarchies.get("devices")
+        if self.driver.v2 or hier is None:
+            return
+        path = hier / self.driver.parent / self.name
+        _write(path / "devices.deny", "a")
+        for rule in DEFAULT_DEVICE_RULES:
+            _write(path / "devices.allow", rule)
 
     def apply(self, r: Resources) -> None:
         """Write the limits (memory also bounds swap so the container really OOMs)."""

@@ -7,6 +7,7 @@ Issue 3 (pull/push) adds images by writing the same three kinds of blob and call
 """
 from __future__ import annotations
 
+import collections
 import copy
 import gzip
 import hashlib
@@ -149,6 +150,9 @@ class ImageStore:
         self.layers_dir.mkdir(exist_ok=True)
         self.meta_path = root / "images.json"
         self.lock = threading.RLock()
+        # Blob digests and chain ids (with a count of holders) that pulls, loads and builds in progress
+        # have written but not yet published (issue 3's StoreTransaction): gc must leave them alone.
+        self.leased: collections.Counter[str] = collections.Counter()
 
     # -- metadata -------------------------------------------------------------------------
     def _meta(self) -> dict[str, Any]:
@@ -162,9 +166,10 @@ class ImageStore:
         fsync_dir(self.meta_path.parent)  # a tag must survive a power loss like its blobs do
 
     def sweep(self) -> None:
-        """Remove leftovers of imports and unpacks interrupted by a crash."""
-        self.content.sweep()
-        sweep_temps(self.layers_dir)
+        """Remove leftovers of imports and unpacks interrupted by a crash (never of one in progress)."""
+        with self.lock:
+            self.content.sweep()
+            sweep_temps(self.layers_dir)
 
     # -- lookups --------------------------------------------------------------------------
     def resolve(self, ref: str) -> str:
@@ -315,6 +320,27 @@ class ImageStore:
             self._save(meta)
             return self.info(image_id)
 
+    def register_image(self, manifest_digest: str, tags: list[str], repo_digests: list[str] | None = None) -> ImageInfo:
+        """Publish an image whose manifest, config and layer blobs are already stored (issue 3: pull, load, build).
+
+        The caller verified the blobs; this checks they are all present (a concurrent gc may
+        have raced) and then records the image and its tags in one atomic metadata write. An
+        image id already known keeps its manifest and gains the new tags and repo digests.
+        """
+        with self.lock:
+            manifest = json.loads(self.content.read(manifest_digest))
+            image_id = manifest["config"]["digest"]
+            for d in [image_id] + [layer["digest"] for layer in manifest["layers"]]:
+                if not self.content.has(d):
+                    raise NotFound(f"blob {d} of manifest {manifest_digest} is not in the content store")
+            meta = self._meta()
+            entry = meta["images"].setdefault(image_id, {"manifest": manifest_digest})
+            entry["repo_digests"] = sorted(set(entry.get("repo_digests", [])) | set(repo_digests or []))
+            for tag in tags:
+                meta["tags"][tag] = image_id
+            self._save(meta)
+            return self.info(image_id)
+
     def tag(self, source: str, target: str) -> None:
         with self.lock:
             image_id = self.resolve(source)
@@ -378,8 +404,9 @@ class ImageStore:
         with self.lock:
             blobs, chains = self._referenced()
             for d in self.content.digests():
-                if d not in blobs:
+                if d not in blobs and d not in self.leased:
                     self.content.delete(d)
             for entry in self.layers_dir.iterdir():
-                if not entry.name.startswith(".") and "sha256:" + entry.name not in chains:
+                chain = "sha256:" + entry.name
+                if not entry.name.startswith(".") and chain not in chains and chain not in self.leased:
                     remove_tree(entry)

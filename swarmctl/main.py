@@ -19,9 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-H", "--host", default=None,
                         help="agent socket, unix:///PATH (default $FLOTILLA_HOST or unix:///run/flotilla/agent.sock)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (containers, attaching, inspecting, files, images, volumes):
+    for group in (containers, attaching, inspecting, files, images, volumes, cluster):
         group.register(sub)
-    cluster.register(sub)  # service, task, node: the manager's Control API
     return parser
 
 

@@ -71,7 +71,7 @@ class Assignments:
             while True:
                 event: Event = await queue.get()
                 self._route(event)
-                while not queue.empty():
+                for _ in range(min(queue.qsize(), 2000)):  # then yield: other calls wait otherwise
                     self._route(queue.get_nowait())
         finally:
             self.store.unsubscribe(queue)

@@ -63,7 +63,7 @@ class Dispatcher(dgrpc.DispatcherServicer):
     def start(self) -> None:
         self._tasks = [asyncio.create_task(c, name=n) for c, n in (
             (self.assignments.run(), "dispatcher-assignments"), (self.statuses.run(), "dispatcher-status"),
-            (self._expire_loop(), "dispatcher-expiry"))]
+            (self._expire_loop(), "dispatcher-expiry"), (self._follow_removals(), "dispatcher-removals"))]
 
     async def stop(self) -> None:
         for s in list(self.sessions.values()):
@@ -168,6 +168,21 @@ class Dispatcher(dgrpc.DispatcherServicer):
             except Conflict:
                 await asyncio.sleep(0.02 * (attempt + 1))  # the watch brings the newer version
         raise Conflict(f"node {node_id} keeps changing")
+
+    async def _follow_removals(self) -> None:
+        """End the session of a node removed from the cluster (`node rm --force` of a live node):
+        its agent then opens a new session and the node joins again, as a fresh object."""
+        queue = self.store.subscribe({"node"})
+        try:
+            while True:
+                event = await queue.get()
+                if event.action == "delete":
+                    self.last_seen.pop(event.obj.id, None)
+                    session = self.node_session.get(event.obj.id)
+                    if session is not None:
+                        self._close(session)
+        finally:
+            self.store.unsubscribe(queue)
 
     async def _expire_loop(self) -> None:
         """Mark DOWN the nodes whose heartbeats stopped (and, when leader, orphaned nodes)."""

@@ -65,7 +65,9 @@ class StatusWriter:
             if attempt:
                 await asyncio.sleep(0.02 * attempt)  # let the watch bring the newer version
             ops = []
-            for task_id, (node_id, status) in pending.items():
+            for n, (task_id, (node_id, status)) in enumerate(pending.items()):
+                if n % 1000 == 999:
+                    await asyncio.sleep(0)  # let the event loop serve calls between slices
                 task = self.store.get("task", task_id)
                 if task is None or task.node_id != node_id:
                     continue  # deleted, or not this node's task: nothing to record

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from flotilla.proto import objects_pb2 as pb
 
 from .slot import reconcile_slot
-from .tasks import Plan, latest, new_task, runnable
+from .tasks import Plan, latest, new_task, node_usable, runnable
 
 
 def reconcile_replicated(service: pb.Service, tasks: list[pb.Task], nodes: Mapping[str, pb.Node], now: float,
@@ -25,8 +25,12 @@ def reconcile_replicated(service: pb.Service, tasks: list[pb.Task], nodes: Mappi
     for t in tasks:
         if t.desired_state < pb.REMOVE:
             slots[t.slot].append(t)
-    decided: dict[int, Plan] = {}  # one plan per occupied slot, merged unless the slot is removed
+    decided: dict[int, Plan | None] = {}  # occupied slots and their plans (None: nothing to do)
+    version = service.spec_version.index
     for number, slot_tasks in sorted(slots.items()):
+        if len(slot_tasks) == 1 and _steady(slot_tasks[0], version, nodes):
+            decided[number] = None  # the common case, kept cheap: 100,000-task services are decided often
+            continue
         slot_plan = Plan()
         if reconcile_slot(service, slot_tasks, nodes, now, slot_plan, slot=number):
             decided[number] = slot_plan
@@ -39,7 +43,7 @@ def reconcile_replicated(service: pb.Service, tasks: list[pb.Task], nodes: Mappi
             for t in slots[number]:
                 plan.set_desired(t, pb.REMOVE)
     for number, slot_plan in decided.items():
-        if number not in removed:
+        if slot_plan is not None and number not in removed:
             plan.merge(slot_plan)
     if len(decided) < want:
         dead = sorted(set(slots) - set(decided))
@@ -49,6 +53,17 @@ def reconcile_replicated(service: pb.Service, tasks: list[pb.Task], nodes: Mappi
         for number in _new_slot_numbers(dead, set(slots), missing):
             plan.creates.append(new_task(service, number, "", now))
     return plan
+
+
+def _steady(task: pb.Task, version: int, nodes: Mapping[str, pb.Node]) -> bool:
+    """A slot's only task runs (or will) from the current spec on a usable node: nothing to do.
+    The same verdict `reconcile_slot` reaches, without its general machinery."""
+    return (
+        task.desired_state <= pb.RUNNING
+        and task.status.state <= pb.RUNNING
+        and task.spec_version.index == version
+        and (not task.node_id or node_usable(nodes.get(task.node_id)))
+    )
 
 
 def _new_slot_numbers(dead: list[int], used: set[int], count: int) -> list[int]:

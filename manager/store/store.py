@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_TXN_OPS = 127          # etcd's default --max-txn-ops is 128; one compare is kept for the leader guard
 MAX_TXN_BYTES = 1_400_000  # etcd's default --max-request-bytes is 1.5 MiB; leave room for framing
+PREPARE_SLICE = 1_016       # ops serialized between two yields to the event loop (8 full transactions)
 LOAD_PAGE = 5_000          # keys per range request when loading the cache
 TXN_CONCURRENCY = 32       # transactions of one batch in flight at once (etcd groups their fsyncs)
 _UNAVAILABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
@@ -274,10 +275,18 @@ class Store:
         """
         metrics.STORE_BATCH_OPS.observe(len(ops))
         results: list = [None] * len(ops)
-        prepared: list[_Prepared] = []
         guard = self._guard if leader_guard else None
         now = Timestamp()
         now.GetCurrentTime()  # one clock read per batch: a batch is one logical change
+        # Several ops on one key must commit in their order: then the transactions run one by one.
+        sem = asyncio.Semaphore(1 if self._repeats_a_key(ops) else TXN_CONCURRENCY)
+        running: list[asyncio.Task] = []
+
+        async def run(chunk: list[_Prepared]) -> None:
+            async with sem:
+                await self._commit(chunk, guard, results)
+
+        prepared: list[_Prepared] = []
         for i, op in enumerate(ops):
             if leader_guard and guard is None:
                 results[i] = NotLeader("this manager is not the leader")
@@ -286,17 +295,28 @@ class Store:
                 prepared.append(self._prepare(i, op, now))
             except StoreError as e:
                 results[i] = e
-        chunks = list(self._chunks(prepared))
-        if not chunks:
-            return results
-        sem = asyncio.Semaphore(TXN_CONCURRENCY)
-
-        async def run(chunk: list[_Prepared]) -> None:
-            async with sem:
-                await self._commit(chunk, guard, results)
-
-        await asyncio.gather(*(run(c) for c in chunks))
+            if len(prepared) >= PREPARE_SLICE:
+                # Serializing a big batch takes a while: hand each slice to etcd and let the
+                # event loop run (the gRPC server accepts one new call per loop iteration).
+                running += [asyncio.create_task(run(c)) for c in self._chunks(prepared)]
+                prepared = []
+                await asyncio.sleep(0)
+        running += [asyncio.create_task(run(c)) for c in self._chunks(prepared)]
+        if running:
+            await asyncio.gather(*running)
         return results
+
+    @staticmethod
+    def _repeats_a_key(ops: list[Op]) -> bool:
+        seen: set[tuple[str, str]] = set()
+        for op in ops:
+            obj_id = op.obj if isinstance(op.obj, str) else op.obj.id
+            if not obj_id:
+                continue  # a create without id gets a fresh one
+            if (op.kind, obj_id) in seen:
+                return True
+            seen.add((op.kind, obj_id))
+        return False
 
     def _prepare(self, index: int, op: Op, now: Timestamp) -> _Prepared:
         cls = KINDS.get(op.kind)
@@ -425,7 +445,9 @@ class Store:
             else:
                 p.obj.meta.version.index = revision
                 self._apply_put(p.kind, p.key, p.obj, revision)
-                results[p.index] = p.obj
+                cached = self._cache.get(p.kind, p.obj.id)
+                # The watch may have delivered this very write first: return the cached object.
+                results[p.index] = cached if cached is not None and cached.meta.version.index == revision else p.obj
 
     # -- cache maintenance ----------------------------------------------------------------------
 

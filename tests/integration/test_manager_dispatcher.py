@@ -77,7 +77,11 @@ def test_session_heartbeat_down_and_reregister(etcd_endpoint, unique):
             assert again.node.id == node_id and again.session_id != session_id
             assert store.get("node", node_id).status.state == pb.NodeStatus.READY
             assert store.count("node") == 1
-            call.cancel()
+            # removed while connected: the session ends, so the agent learns of it
+            await store.delete("node", node_id)
+            assert await asyncio.wait_for(call.read(), 5) is grpc.aio.EOF
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.Heartbeat(dpb.HeartbeatRequest(session_id=again.session_id))
     asyncio.run(main())
 
 

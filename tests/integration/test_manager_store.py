@@ -168,3 +168,21 @@ def test_leader_guard(etcd_endpoint):
         finally:
             await store.close()
     asyncio.run(main())
+
+
+def test_ops_on_one_key_commit_in_order(etcd_endpoint):
+    async def main():
+        store = Store([etcd_endpoint])
+        await store.start()
+        try:
+            first = await store.create("node", pb.Node())
+            ops = [Op("create", "node", pb.Node()) for _ in range(300)]
+            ops.append(Op("delete", "node", first.id))
+            ops.append(Op("create", "node", pb.Node(id=first.id)))
+            out = await store.batch(ops)
+            assert all(not isinstance(r, Exception) for r in out), [r for r in out if isinstance(r, Exception)]
+            assert store.get("node", first.id).meta.version.index > first.meta.version.index
+            assert store.count("node") == 301
+        finally:
+            await store.close()
+    asyncio.run(main())

@@ -181,6 +181,18 @@ def test_memory_limit_is_enforced_by_the_oom_killer(rt):
     assert data["State"]["OOMKilled"] is True and data["HostConfig"]["Memory"] == 16 << 20
 
 
+def test_host_devices_are_unusable_despite_mknod(rt):
+    """CAP_MKNOD is kept (as Docker), so only the devices cgroup stops the use of host devices.
+
+    /dev/net/tun (c 10:200) is a host device outside the allowlist that needs no capability to open:
+    without the cgroup rule the open reaches the driver (a read then fails with EIO), with it EPERM.
+    """
+    out, code = run(rt, "sh", "-c", "mknod /tmp/k c 10 200 && head -c 1 /tmp/k; head -c 4 /dev/zero | wc -c")
+    assert code == 0, out
+    assert "/tmp/k: Operation not permitted" in out, out
+    assert "4" in out.split(), out  # the allowed devices still work
+
+
 def test_pids_limit_stops_a_fork_bomb(rt):
     # the subshell forks until the kernel refuses; the main shell then only uses builtins (echo, read)
     c = rt.create(ContainerSpec(image="busybox", pids_limit=10, stdin_open=True, cmd=[
