@@ -1,6 +1,6 @@
 """The per-task controller: one coroutine that owns one task's container.
 
-It walks the task through SwarmKit's states — Prepare (image present, container created:
+It walks the task through SwarmKit's states — Prepare (image present or pulled, container created:
 ACCEPTED, PREPARING, READY), Start (STARTING, RUNNING), Wait (COMPLETE or FAILED with the exit
 code), Shutdown (stop signal, grace period, SIGKILL: SHUTDOWN) and Remove — and reports every
 state it reaches. A failure before STARTING is REJECTED, after it FAILED.
@@ -24,6 +24,7 @@ import os
 from flotilla.proto import objects_pb2 as pb
 from flotilla.runtime import errors
 from flotilla.runtime.containers import ContainerInfo
+from flotilla.runtime.imaging.service import ImageService
 from flotilla.runtime.runtime import Runtime
 
 from .reporter import Reporter
@@ -43,10 +44,11 @@ class TaskController:
     """Drives one task's container toward what the manager wants."""
 
     def __init__(self, task: pb.Task, runtime: Runtime, reporter: Reporter, node_id: str,
-                 container_id: str | None = None) -> None:
+                 container_id: str | None = None, images: ImageService | None = None) -> None:
         self.task = task
         self.container_id = container_id
         self._rt = runtime
+        self._images = images
         self._reporter = reporter
         self._node_id = node_id
         observed = reporter.observed(task.id)
@@ -127,22 +129,33 @@ class TaskController:
         await self._supervise(info.id)
 
     async def _prepare(self) -> ContainerInfo | None:
-        """ACCEPTED, PREPARING, the container created; REJECTED with the reason on any error."""
+        """ACCEPTED, PREPARING (the image pulled if absent), the container created; REJECTED
+        with the reason on any error."""
         self._report(pb.ACCEPTED)
         self._report(pb.PREPARING)
         try:
             spec = container_spec(self.task, self._node_id)
-            await asyncio.to_thread(self._rt.image, spec.image)
+            await self._ensure_image(spec.image)
             info = await asyncio.to_thread(self._rt.create, spec)
-        except errors.NotFound as exc:
-            self._report(pb.REJECTED, err=f"No such image: {self.task.spec.container.image}"
-                         if "image" in str(exc).lower() else str(exc))
-            return None
         except errors.RuntimeFault as exc:
             self._report(pb.REJECTED, err=str(exc))
             return None
         self.container_id = info.id
         return info
+
+    async def _ensure_image(self, ref: str) -> None:
+        """The image is local, or pulled from its registry (as Docker's agent does in Prepare)."""
+        try:
+            await asyncio.to_thread(self._rt.image, ref)
+            return
+        except errors.NotFound:
+            if self._images is None:
+                raise errors.NotFound(f"No such image: {ref}") from None
+        try:
+            await asyncio.to_thread(self._images.pull, ref)
+        except errors.RuntimeFault as exc:
+            raise type(exc)(f"pulling {ref}: {exc}") from None
+        log.info("task %s: pulled %s", self.task.id, ref)
 
     async def _start(self, cid: str) -> bool:
         self._report(pb.STARTING)

@@ -25,6 +25,7 @@ import grpc
 from flotilla.proto import dispatcher_pb2 as dpb
 from flotilla.proto import dispatcher_pb2_grpc as dgrpc
 from flotilla.proto import objects_pb2 as pb
+from flotilla.runtime.imaging.service import ImageService
 from flotilla.runtime.runtime import Runtime
 
 from .logs import LogPublisher
@@ -119,7 +120,10 @@ class ClusterAgent:
         self.labels = dict(labels or {})
         self.identity = NodeIdentity(state_dir)
         self.reporter = Reporter()
-        self.worker = Worker(runtime, self.reporter)
+        # the images helper's ImageService over the runtime's store (its documented hook, for now
+        # the runtime's private store): tasks pull the image they need in Prepare
+        images = ImageService(runtime._images, users=runtime._image_users)
+        self.worker = Worker(runtime, self.reporter, images)
         self.logs = LogPublisher(runtime, self.worker)
         self.session_id = ""
         self.manager = ""  # the address of the current session's manager

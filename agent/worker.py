@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from flotilla.proto import dispatcher_pb2 as dpb
 from flotilla.proto import objects_pb2 as pb
 from flotilla.runtime import errors
+from flotilla.runtime.imaging.service import ImageService
 from flotilla.runtime.runtime import Runtime
 
 from .controller import TaskController
@@ -28,9 +29,10 @@ log = logging.getLogger("flotilla.agent.worker")
 class Worker:
     """Keeps one TaskController per task assigned to this node."""
 
-    def __init__(self, runtime: Runtime, reporter: Reporter) -> None:
+    def __init__(self, runtime: Runtime, reporter: Reporter, images: ImageService | None = None) -> None:
         self._rt = runtime
         self._reporter = reporter
+        self._images = images  # pulls images a task needs; None: only local images run
         self.node_id = ""  # set by the session before any assignment is applied
         self.controllers: dict[str, TaskController] = {}
         self._leftovers: dict[str, str] | None = None  # task id -> container id, until the first COMPLETE set
@@ -86,7 +88,7 @@ class Worker:
             controller.update(task)
             return
         adopted = (self._leftovers or {}).pop(task.id, None)
-        controller = TaskController(task, self._rt, self._reporter, self.node_id, adopted)
+        controller = TaskController(task, self._rt, self._reporter, self.node_id, adopted, self._images)
         self.controllers[task.id] = controller
         controller.start()
 

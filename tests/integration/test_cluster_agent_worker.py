@@ -170,3 +170,36 @@ def test_restarted_agent_adopts_running_task(runtime, unique):
         assert reporter2.observed(task.id) is None  # nothing new to report: it is still RUNNING
         worker2.close()
     asyncio.run(scenario())
+
+
+def test_prepare_pulls_a_missing_image(runtime, unique, tmp_path):
+    """A task whose image is not local gets it from its registry (a docker-registry on
+    loopback); an image the registry does not have is REJECTED with the registry's answer."""
+    from images_support import run_registry
+
+    from flotilla.runtime.imaging.service import ImageService
+
+    images = ImageService(runtime._images, users=runtime._image_users)
+    (tmp_path / "reg").mkdir()
+    with run_registry(tmp_path / "reg") as reg:
+        ref = f"{reg.host}/bb{unique}:1"
+        runtime.tag_image("busybox:latest", ref)
+        images.push(ref)
+        runtime.remove_image(ref)  # only the tag: busybox:latest keeps the image
+
+        async def scenario():
+            reporter = Reporter()
+            worker = Worker(runtime, reporter, images)
+            worker.node_id = "n1"
+            await worker.scan()
+            task = make_task(unique, 1, ["sleep", "1000"], image=ref)
+            missing = make_task(unique, 2, ["true"], image=f"{reg.host}/nosuch{unique}:1")
+            worker.apply_complete([task, missing])
+            await until(lambda: state(reporter, task) == pb.RUNNING, what="RUNNING after the pull")
+            assert runtime.image(ref).repo_tags
+            await until(lambda: state(reporter, missing) == pb.REJECTED, what="REJECTED")
+            assert reporter.observed(missing.id).err.startswith(f"pulling {reg.host}/nosuch{unique}:1: ")
+            worker.apply_complete([])
+            await until(lambda: not runtime.list(all=True), what="the container to be removed")
+            worker.close()
+        asyncio.run(scenario())
