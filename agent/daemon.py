@@ -68,7 +68,8 @@ def claim_socket(path: Path) -> None:
     raise AgentError(f"another process is listening on {path}")
 
 
-async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str | None) -> None:
+async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str | None,
+                cluster: dict | None = None) -> None:
     path = socket_path(listen)
     root.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_root(root)
@@ -79,11 +80,16 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     log.info("adopted %d running container(s)", len(adopted))
     monitor = Monitor(runtime, root / "agent")
     await monitor.start(adopted)
+    agent = None
+    if cluster:  # `--manager`: run the cluster's tasks too (flotilla.agent.session)
+        from .session import ClusterAgent
+        agent = ClusterAgent(runtime, root / "agent", **cluster)
+        await agent.start()
     metrics = None
     if metrics_addr:
         from .metrics import serve_metrics
         try:
-            metrics = serve_metrics(runtime, metrics_addr)
+            metrics = serve_metrics(runtime, metrics_addr, agent)
         except (ValueError, OSError) as exc:
             raise AgentError(str(exc)) from None
 
@@ -109,6 +115,8 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     log.info("stopping; containers keep running and are adopted by the next agent")
     await health_servicer.enter_graceful_shutdown()
     await server.stop(2)
+    if agent is not None:
+        await agent.close()
     monitor.close()
     if metrics is not None:
         metrics.shutdown()
@@ -116,10 +124,10 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     os.close(lock_fd)
 
 
-def run(root: str, listen: str, cgroup_parent: str, metrics_addr: str | None) -> int:
+def run(root: str, listen: str, cgroup_parent: str, metrics_addr: str | None, cluster: dict | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(Path(root), listen, cgroup_parent, metrics_addr))
+        asyncio.run(serve(Path(root), listen, cgroup_parent, metrics_addr, cluster))
     except AgentError as exc:
         log.error("%s", exc)
         return 1

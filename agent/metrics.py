@@ -56,12 +56,15 @@ class RuntimeCollector(Collector):
         yield from (cpu, mem, mem_limit, pids, restarts)
 
 
-def serve_metrics(runtime: Runtime, address: str):
+def serve_metrics(runtime: Runtime, address: str, cluster_agent=None):
     """Start the HTTP endpoint on `HOST:PORT`; returns the server so the caller can shut it down."""
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"invalid --metrics-addr {address!r}: expected HOST:PORT, e.g. 127.0.0.1:9323")
     registry = CollectorRegistry()
     registry.register(RuntimeCollector(runtime))
+    if cluster_agent is not None:  # tasks, session and per-task usage (flotilla.agent.cluster_metrics)
+        from .cluster_metrics import ClusterCollector
+        registry.register(ClusterCollector(cluster_agent))
     server, _thread = start_http_server(int(port), addr=host.strip("[]") or "127.0.0.1", registry=registry)
     return server

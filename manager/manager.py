@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from flotilla.proto import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
 from flotilla.proto import objects_pb2 as pb
 
-from . import metrics
+from . import logbroker, metrics
 from .controlapi import Control
 from .dispatcher import Dispatcher
 from .leader import LeaderElection
@@ -90,6 +90,7 @@ class Manager:
                                                ("grpc.max_receive_message_length", 16 << 20)])
         control_pb2_grpc.add_ControlServicer_to_server(self.control, self.server)
         dispatcher_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, self.server)
+        logbroker.register(self.server, self.store)  # `service logs` (manager/logbroker, cluster-agent)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
         for name in ("", *SERVICES):

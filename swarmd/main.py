@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import hollow_cmd, manager_cmd
+from . import agent_cmd, allinone, hollow_cmd, manager_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,8 +16,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local API socket (default %(default)s)")
     agent.add_argument("--cgroup-parent", default="flotilla", help="parent cgroup of containers (default %(default)s)")
     agent.add_argument("--metrics-addr", default=None, help="serve Prometheus metrics on HOST:PORT")
+    agent_cmd.add_cluster_flags(agent)
     hollow_cmd.add_parser(sub)
     manager_cmd.add_parser(sub)
+    allinone.add_parser(sub)
     return parser
 
 
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "agent":
         from flotilla.agent.daemon import run
-        return run(args.root, args.listen_local, args.cgroup_parent, args.metrics_addr)
+        return run(args.root, args.listen_local, args.cgroup_parent, args.metrics_addr, agent_cmd.cluster_options(args))
     if hasattr(args, "func"):
         return args.func(args)
     return 2

@@ -73,6 +73,8 @@ def register(sub) -> None:
     p.add_argument("service", metavar="SERVICE")
     p = _cmd(service, "rm", "service", "rm", "remove services")
     p.add_argument("services", nargs="+", metavar="SERVICE")
+    from .. import service_logs  # `service logs` (the log broker, cluster-agent's)
+    service_logs.add_parser(service)
 
     task = sub.add_parser("task", help="inspect tasks of the cluster").add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
     p = _cmd(task, "ls", "task", "ls", "list tasks")

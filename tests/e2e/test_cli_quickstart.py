@@ -5,20 +5,30 @@ import subprocess
 
 import pytest
 
-from cli_harness import BIN, Agent
+from cli_harness import BIN, Agent, wait_for
 
 pytestmark = pytest.mark.root
 
 
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_quickstart_starts_agent_runs_demo_and_stops(tmp_path, unique):
     root, sock, parent = tmp_path / "root", tmp_path / "qs.sock", f"flotilla-test-{unique}"
-    quickstart = [str(BIN / "python"), "-m", "flotilla.swarmd.quickstart", "--root", str(root)]
+    control = tmp_path / "control.sock"
+    quickstart = [str(BIN / "python"), "-m", "flotilla.swarmd.quickstart", "--root", str(root),
+                  "--control-socket", str(control), "--listen-remote", f"127.0.0.1:{free_port()}"]
     try:
         first = subprocess.run([*quickstart, "--socket", str(sock), "--cgroup-parent", parent],
                                capture_output=True, text=True, timeout=120)
         assert first.returncode == 0, first.stderr
         assert "agent started" in first.stdout and "hello from a Flotilla container" in first.stdout
         assert "swarmctl" in first.stdout and "run -it --rm busybox:latest sh" in first.stdout
+        assert first.stdout.count("Running") >= 3  # `swarmctl service ps web`: the 3 replicas run
         again = subprocess.run([*quickstart, "--socket", str(sock), "--cgroup-parent", parent],
                                capture_output=True, text=True, timeout=120)
         assert again.returncode == 0 and "agent already running" in again.stdout
@@ -26,7 +36,14 @@ def test_quickstart_starts_agent_runs_demo_and_stops(tmp_path, unique):
                                 capture_output=True, text=True, timeout=60)
         assert images.stdout.count("busybox") == 1  # imported once
     finally:
-        stopped = subprocess.run([*quickstart, "--stop"], capture_output=True, text=True, timeout=60)
+        try:  # the service's containers outlive `make stop` by design: remove the service first
+            subprocess.run([str(BIN / "swarmctl"), "service", "rm", "-m", f"unix://{control}", "web"],
+                           capture_output=True, timeout=60)
+            ps = [str(BIN / "swarmctl"), "-H", f"unix://{sock}", "ps", "-aq"]
+            wait_for(lambda: not subprocess.run(ps, capture_output=True, text=True, timeout=60).stdout.split(), 30,
+                     what="the service's containers to be removed")
+        finally:
+            stopped = subprocess.run([*quickstart, "--stop"], capture_output=True, text=True, timeout=60)
         agent = Agent(tmp_path, unique)  # only for its leak check: same root, cgroup parent
         agent.root, agent.cgroup_parent = root, parent
         agent.remove_cgroup_parents()

@@ -1,0 +1,141 @@
+"""The manager's log broker (SwarmKit's): `service logs` without the manager ever reading a log.
+
+A subscriber (`swarmctl service logs`) calls `Logs.SubscribeLogs` with a service or task. The
+broker resolves it to tasks from the store's cache, groups them by node, and sends each
+node's agent a `SubscriptionMessage` over the `ListenSubscriptions` stream that agent keeps
+open. Agents answer with a `PublishLogs` stream per subscription, ending it with `close`;
+the broker fills in task and node names and forwards the lines to the subscriber, which ends
+when every agent involved has closed (without follow: all logs read; with follow: every
+container stopped) or when the subscriber goes away (then the agents are told to stop).
+
+Every manager runs a broker (it serves whoever is connected to it): an agent listens on the
+manager it has its session with, so a subscriber on another manager would miss that node's
+logs; the subscriber is told so in `warnings`, never silently.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import grpc
+
+from flotilla.proto import logbroker_pb2 as lpb
+from flotilla.proto import logbroker_pb2_grpc as lgrpc
+from flotilla.proto import objects_pb2 as pb
+
+log = logging.getLogger("flotilla.manager.logbroker")
+_CLOSED = object()
+
+
+@dataclass
+class _Subscription:
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    pending: int = 0  # agents that have not closed yet
+
+
+def task_display_name(task: pb.Task) -> str:
+    """`SERVICE.SLOT.TASKID` with the id cut to 12 characters, as Docker's log prefix shows it."""
+    name = task.annotations.name or f"{task.service_annotations.name or task.service_id}.{task.slot or task.node_id}"
+    return f"{name}.{task.id[:12]}"
+
+
+class LogBroker(lgrpc.LogsServicer, lgrpc.LogBrokerServicer):
+    """Routes subscriptions to agents and their lines back to subscribers."""
+
+    def __init__(self, store) -> None:
+        self._store = store
+        self._agents: dict[str, asyncio.Queue] = {}  # node id -> its ListenSubscriptions stream
+        self._subs: dict[str, _Subscription] = {}
+
+    # -- agents ------------------------------------------------------------------------
+    async def ListenSubscriptions(self, request: lpb.ListenSubscriptionsRequest, context):
+        if not request.node_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ListenSubscriptions needs the agent's node_id")
+        queue: asyncio.Queue = asyncio.Queue()
+        self._agents[request.node_id] = queue  # a reconnecting agent replaces its old stream
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            if self._agents.get(request.node_id) is queue:
+                del self._agents[request.node_id]
+
+    async def PublishLogs(self, request_iterator, context) -> lpb.PublishLogsResponse:
+        async for msg in request_iterator:
+            sub = self._subs.get(msg.subscription_id)
+            if sub is None:
+                break  # the subscriber is gone: ending the stream tells the agent to stop
+            if msg.messages:
+                await sub.queue.put(list(msg.messages))
+            if msg.close:
+                await sub.queue.put(_CLOSED)
+                break
+        return lpb.PublishLogsResponse()
+
+    # -- subscribers -------------------------------------------------------------------
+    def _resolve(self, target: str) -> list[pb.Task]:
+        from flotilla.manager.store import NotFound
+        try:
+            service = self._store.find("service", target)
+        except NotFound:
+            return [self._store.find("task", target)]
+        return list(self._store.tasks_of_service(service.id))
+
+    async def SubscribeLogs(self, request: lpb.SubscribeLogsRequest, context):
+        from flotilla.manager.store import InvalidArgument, NotFound
+        try:
+            tasks = self._resolve(request.target)
+        except NotFound:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no such service or task: {request.target}")
+        except InvalidArgument as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        by_node: dict[str, list[pb.Task]] = defaultdict(list)
+        for t in tasks:
+            if t.node_id and t.status.state >= pb.ASSIGNED:
+                by_node[t.node_id].append(t)
+        names = {t.id: task_display_name(t) for t in tasks}
+        hostnames: dict[str, str] = {}
+        sub_id = os.urandom(12).hex()
+        sub = self._subs[sub_id] = _Subscription()
+        warnings, asked = [], []
+        for node_id, node_tasks in by_node.items():
+            node = self._store.get("node", node_id)
+            hostnames[node_id] = node.description.hostname if node is not None else node_id
+            queue = self._agents.get(node_id)
+            if queue is None:
+                warnings.append(f"node {hostnames[node_id]} is not connected to this manager: "
+                                f"the logs of {len(node_tasks)} task(s) are missing")
+                continue
+            queue.put_nowait(lpb.SubscriptionMessage(id=sub_id, task_ids=[t.id for t in node_tasks],
+                                                     options=request.options))
+            sub.pending += 1
+            asked.append(node_id)
+        try:
+            if warnings:
+                yield lpb.SubscribeLogsMessage(warnings=warnings)
+            while sub.pending:
+                item = await sub.queue.get()
+                if item is _CLOSED:
+                    sub.pending -= 1
+                    continue
+                for m in item:
+                    m.context.task_name = names.get(m.context.task_id, m.context.task_id)
+                    m.context.node_name = hostnames.get(m.context.node_id, m.context.node_id)
+                yield lpb.SubscribeLogsMessage(messages=item)
+        finally:
+            del self._subs[sub_id]
+            for node_id in asked:
+                queue = self._agents.get(node_id)
+                if queue is not None and sub.pending:
+                    queue.put_nowait(lpb.SubscriptionMessage(id=sub_id, close=True))
+
+
+def register(server: grpc.aio.Server, store) -> LogBroker:
+    """Serve both log services on a manager's gRPC server."""
+    broker = LogBroker(store)
+    lgrpc.add_LogsServicer_to_server(broker, server)
+    lgrpc.add_LogBrokerServicer_to_server(broker, server)
+    return broker
