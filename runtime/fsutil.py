@@ -22,12 +22,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
     """Replace `path` with `data` atomically (temp file, fsync, rename).
 
     The directory is not fsynced here: readers and a crashed-and-restarted process always see
     the old or the new file, and after a power loss at worst the previous version. Callers that
     publish something that must survive a power loss call `fsync_dir` themselves.
+
+    `durable=False` skips the fsync: the rename alone is atomic for readers and survives a kill -9
+    of any process (the data is in the page cache); only a power loss may lose or truncate it, so
+    it is for state that nothing needs after a reboot (a container that never ran).
     """
     tmp = path.with_name(f".tmp-{path.name}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
@@ -35,16 +39,17 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.rename(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Replace `path` with the JSON encoding of `obj` atomically."""
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+def atomic_write_json(path: Path, obj: Any, durable: bool = True) -> None:
+    """Replace `path` with the JSON encoding of `obj` atomically (see atomic_write_bytes)."""
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode(), durable=durable)
 
 
 def read_json(path: Path) -> Any:
