@@ -193,3 +193,19 @@ def test_tar_tree_keeps_hard_links_and_symlinks(tmp_path):
         assert members["d/g"].islnk() and members["d/g"].linkname == "d/f"
         assert members["s"].issym() and members["s"].linkname == "/nowhere"
         assert tar.extractfile("d/f").read() == b"x" * 1000
+
+
+def test_container_store_drops_a_torn_never_started_record(tmp_path):
+    """A never-started container's record is not fsynced; a power loss may leave it empty."""
+    from flotilla.runtime.containers import ContainerStore, new_state
+
+    store = ContainerStore(tmp_path)
+    good, torn = "a" * 64, "b" * 64
+    for cid in (good, torn):
+        store.create({"id": cid, "name": cid[:4], "state": new_state()})
+    (store.bundle(torn) / "config.json").write_bytes(b"")
+    reloaded = ContainerStore(tmp_path)
+    assert list(reloaded.records) == [good]
+    assert not store.bundle(torn).exists()
+    reloaded.sweep()
+    assert os.listdir(reloaded.dir) == [good]
