@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, RuntimeFault
 from .fsutil import atomic_write_json, read_json, remove_tree, sweep_temps
 from .images import DEFAULT_PATH
 from .spec import ContainerSpec, merge_env
@@ -98,9 +98,13 @@ class ContainerStore:
             if _ID_RE.match(entry.name):
                 try:
                     self.records[entry.name] = read_json(entry / "config.json")
-                except (FileNotFoundError, ValueError):
+                except (FileNotFoundError, ValueError) as e:
                     # Only a never-started container's record is written without fsync (see
                     # create), so only such a one can be torn by a power loss: it is dropped.
+                    # A bundle the shim ever ran in is never deleted on a guess.
+                    if (entry / "shim.pid").exists():
+                        raise RuntimeFault(f"{entry / 'config.json'} is unreadable ({e}): "
+                                           "repair or remove that container's directory") from None
                     remove_tree(entry)
 
     def bundle(self, cid: str) -> Path:

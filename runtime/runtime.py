@@ -369,7 +369,7 @@ class Runtime:
                     (bundle / leftover).unlink(missing_ok=True)
                 code = e.exit_code if isinstance(e, shim.ShimError) else 125
                 st.update(new_state() | {"restart_count": st["restart_count"], "exit_code": code, "error": str(e)})
-                self._store.save(record, durable=False)  # not running: nothing to recover after a power loss
+                self._store.save(record)
                 raise StartFailed(str(e), code) from None
             st.update({
                 "pid": proc.pid, "pid_start": kernel.start_time(proc.pid) or -1,

@@ -209,3 +209,18 @@ def test_container_store_drops_a_torn_never_started_record(tmp_path):
     assert not store.bundle(torn).exists()
     reloaded.sweep()
     assert os.listdir(reloaded.dir) == [good]
+
+
+def test_container_store_never_drops_a_bundle_that_ran(tmp_path):
+    """An unreadable record next to a shim.pid is not a torn create: refuse to guess."""
+    from flotilla.runtime.containers import ContainerStore, new_state
+    from flotilla.runtime.errors import RuntimeFault
+
+    store = ContainerStore(tmp_path)
+    cid = "c" * 64
+    store.create({"id": cid, "name": "ran", "state": new_state()})
+    (store.bundle(cid) / "shim.pid").write_text("1\n")
+    (store.bundle(cid) / "config.json").write_bytes(b"{")
+    with pytest.raises(RuntimeFault, match="unreadable"):
+        ContainerStore(tmp_path)
+    assert (store.bundle(cid) / "shim.pid").exists()
