@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgument, RuntimeFault
-from .fsutil import atomic_write_json, read_json, remove_tree, sweep_temps
+from .fsutil import Reaper, atomic_write_json, read_json, remove_tree, sweep_temps, to_trash
 from .images import DEFAULT_PATH
 from .spec import ContainerSpec, merge_env
 
@@ -94,6 +94,7 @@ class ContainerStore:
         self.dir = root / "containers"
         self.dir.mkdir(exist_ok=True)
         self.records: dict[str, dict[str, Any]] = {}
+        self.reaper = Reaper()
         for entry in self.dir.iterdir():
             if _ID_RE.match(entry.name):
                 try:
@@ -136,8 +137,11 @@ class ContainerStore:
         self.records[record["id"]] = record
 
     def delete(self, cid: str) -> None:
-        remove_tree(self.bundle(cid))
+        """The bundle is renamed away at once; its files are deleted by the reaper thread."""
+        trash = to_trash(self.bundle(cid))
         self.records.pop(cid, None)
+        if trash is not None:
+            self.reaper.delete(trash)
 
     def sweep(self) -> None:
         sweep_temps(self.dir)

@@ -224,3 +224,27 @@ def test_container_store_never_drops_a_bundle_that_ran(tmp_path):
     with pytest.raises(RuntimeFault, match="unreadable"):
         ContainerStore(tmp_path)
     assert (store.bundle(cid) / "shim.pid").exists()
+
+
+def test_reaper_deletes_trashed_trees_off_the_callers_thread(tmp_path):
+    from flotilla.runtime.fsutil import Reaper, sweep_temps, to_trash
+
+    trees = []
+    for i in range(3):
+        tree = tmp_path / f"obj{i}"
+        (tree / "sub").mkdir(parents=True)
+        (tree / "sub" / "file").write_text("x")
+        trees.append(tree)
+    assert to_trash(tmp_path / "missing") is None
+    reaper = Reaper()
+    trashed = [to_trash(t) for t in trees]
+    assert all(not t.exists() for t in trees)  # gone for everyone at once
+    for t in trashed:
+        assert t is not None and t.name.startswith(".trash-obj")
+        reaper.delete(t)
+    reaper.drain()
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "obj0").mkdir()
+    leftover = to_trash(tmp_path / "obj0")
+    sweep_temps(tmp_path)  # what a crash before the reaper got to it leaves, recover() removes
+    assert leftover is not None and os.listdir(tmp_path) == []
