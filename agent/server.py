@@ -167,10 +167,9 @@ class RuntimeService(pb_grpc.RuntimeServicer):
         return convert.container_to_proto(info)
 
     async def StartContainer(self, request, context):
-        cid = await self._id(context, request.ref)
-        info = await self._call(context, self.rt.get, cid)
+        info = await self._call(context, self.rt.get, request.ref)  # one lookup: the id and the status
         if info.status not in ("running", "paused"):
-            await self._start(context, cid)
+            await self._start(context, info.id)
         return pb.Empty()
 
     async def StopContainer(self, request, context):

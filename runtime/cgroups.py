@@ -145,14 +145,27 @@ class Cgroup:
         return any(p.is_dir() for p in self.paths())
 
     def create(self, resources: Resources) -> None:
-        """Create the cgroup everywhere and apply `resources`; on error nothing is left."""
-        self.driver.ensure_parent()
+        """Create the cgroup everywhere and apply `resources`; on error nothing is left.
+
+        The parent chain is made once per driver (and again if someone removed it meanwhile:
+        the child's mkdir then fails with ENOENT); cpuset values are copied only where the
+        hierarchy has a cpuset controller. Both keep a start from re-checking ~40 files.
+        """
+        d = self.driver
+        if not d.parent_ready:
+            d.ensure_parent()
         made: list[Path] = []
         try:
-            for path in self.paths():
-                path.mkdir(exist_ok=True)
+            for hier in d.hierarchies.values():
+                path = hier / d.parent / self.name
+                try:
+                    path.mkdir(exist_ok=True)
+                except FileNotFoundError:
+                    d.ensure_parent()
+                    path.mkdir(exist_ok=True)
                 made.append(path)
-                self.driver.inherit_cpuset(path)
+                if d.v2 or hier in d.cpuset_roots:
+                    d.inherit_cpuset(path)
             self._restrict_devices()
             self.apply(resources)
         except BaseException:
@@ -298,8 +311,29 @@ class Cgroup:
         }
 
     # -- removal ------------------------------------------------------------------------
+    def _rmdir_empty(self) -> bool:
+        """rmdir the cgroup in every hierarchy; False if one still has tasks (EBUSY)."""
+        done = True
+        for path in self.paths():
+            try:
+                os.rmdir(path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    raise RuntimeFault(f"cannot remove cgroup {path}: {e.strerror}") from None
+                done = False
+        return done
+
     def destroy(self, timeout: float = 10.0) -> None:
-        """Kill whatever still runs in the cgroup, then remove it bottom-up in every hierarchy."""
+        """Kill whatever still runs in the cgroup, then remove it bottom-up in every hierarchy.
+
+        First a plain rmdir everywhere: the kernel refuses it (EBUSY) while tasks remain, so an
+        empty cgroup (every container whose shim reported its exit) goes without reading a file
+        or waiting; only hierarchies that still hold tasks go through kill-and-remove.
+        """
+        if self._rmdir_empty():
+            return
         deadline = time.monotonic() + timeout
         while pids := self.pids():
             unified = self.driver.hierarchies.get("unified")
@@ -328,12 +362,14 @@ class CgroupDriver:
         self.v2 = (self.mount_root / "cgroup.controllers").exists()
         self.hierarchies: dict[str, Path] = {}
         self.v2_available: set[str] = set()
+        self.parent_ready = False  # ensure_parent ran (reset by remove_parent)
         if self.v2:
             self.hierarchies["unified"] = self.mount_root
             offered = set(_read(self.mount_root / "cgroup.controllers").split())
             self.v2_available = {c for c in V2_CONTROLLERS if c in offered}
         else:
             self._discover_v1()
+        self.cpuset_roots = {h for h in self.hierarchies.values() if (h / "cpuset.cpus").exists()}
 
     def _discover_v1(self) -> None:
         """Every hierarchy directory below the mount root; its name says its controllers."""
@@ -373,6 +409,7 @@ class CgroupDriver:
                 self.inherit_cpuset(current)
                 if self.v2 and self.v2_available:
                     self._enable(current)
+        self.parent_ready = True
 
     def _enable(self, path: Path) -> None:
         wanted = " ".join(f"+{c}" for c in sorted(self.v2_available))
@@ -392,6 +429,7 @@ class CgroupDriver:
 
     def remove_parent(self) -> None:
         """Remove the (empty) parent chain everywhere; container cgroups must be gone first."""
+        self.parent_ready = False
         deadline = time.monotonic() + 5
         parts = self.parent.split("/")
         for hier in dict.fromkeys(self.hierarchies.values()):

@@ -97,6 +97,10 @@ class Runtime:
                     self._cgroup(cid).destroy()  # finalized just before a crash
             return running
 
+    def drain(self) -> None:
+        """Wait until the files of removed containers are deleted (they go on a thread of their own)."""
+        self._store.reaper.drain()
+
     def close_cgroup_parent(self) -> None:
         """Remove this runtime's cgroup parent (when the agent shuts down for good, and in tests)."""
         self.cgroups.remove_parent()

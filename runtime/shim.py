@@ -203,14 +203,17 @@ class ShimConfig:
         return b"".join(f"{k}={v}".encode() + b"\0" for k, v in self.records())
 
     def write(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically (temp file, fsync, rename) so the shim never reads half a config."""
+        """Write atomically (temp file, rename) so the shim never reads half a config.
+
+        No fsync: the shim reads the file from the page cache right away, and after a power
+        loss no container is running, so the conf is rewritten by the next start or exec.
+        """
         data = self.encode()
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             os.write(fd, data)
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)

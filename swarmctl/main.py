@@ -1,26 +1,50 @@
 """`swarmctl`: the command-line client of the agent's local API (Docker's commands and flags).
 
 Start-up cost matters for a CLI: this module imports only argparse; each command group's
-module imports gRPC and the generated messages inside its handlers.
+module imports gRPC and the generated messages inside its handlers, and only the group of the
+command being run is imported at all (every group for help, errors and unlisted commands).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
-from . import attaching, cluster, containers, files, images, inspecting, volumes
 from .client import Client, host_from
 from .errors import CLIError, from_rpc_error
 
+# The command group modules, in the order their commands appear in the help.
+GROUPS = ("containers", "attaching", "inspecting", "files", "images", "volumes", "cluster")
+# Hot commands and the one group that defines each: running one imports nothing else.
+COMMAND_GROUP = {
+    **dict.fromkeys(("run", "create", "start", "stop", "restart", "kill", "pause", "unpause", "rm", "wait"),
+                    "containers"),
+    **dict.fromkeys(("exec", "attach"), "attaching"),
+    **dict.fromkeys(("ps", "inspect", "logs", "top", "stats"), "inspecting"),
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def command_of(argv: list[str]) -> str | None:
+    """The subcommand's name in argv (after the global -H/--host option), None if there is none."""
+    args = iter(argv)
+    for arg in args:
+        if arg in ("-H", "--host"):
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given argv, with only the command group that argv needs."""
     parser = argparse.ArgumentParser(prog="swarmctl", description="Flotilla command-line client")
     parser.add_argument("-H", "--host", default=None,
                         help="agent socket, unix:///PATH (default $FLOTILLA_HOST or unix:///run/flotilla/agent.sock)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (containers, attaching, inspecting, files, images, volumes, cluster):
-        group.register(sub)
+    group = COMMAND_GROUP.get(command_of(argv)) if argv is not None else None
+    for name in (group,) if group else GROUPS:
+        importlib.import_module(f".{name}", __package__).register(sub)
     return parser
 
 
@@ -36,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     host = host_from(args.host)
     client = None
     try:

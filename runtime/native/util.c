@@ -24,7 +24,10 @@ int write_full(int fd, const void *buf, size_t len) {
     return 0;
 }
 
-/* Write + fsync + rename, so a reader (or a crash) only ever sees the old or the whole new file. */
+/* Write + rename, so a reader (or a kill -9) only ever sees the old or the whole new file.
+ * No fsync: the files written here (shim.pid, init.pid, exit) describe processes, which a power
+ * loss ends anyway; the exit status becomes durable in the agent's record when it finalizes the
+ * exit, and an exit file lost with the power reads as "dead" (docs/runtime.md, "Performance"). */
 int write_file_atomic(const char *path, const char *data, size_t len) {
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
@@ -34,7 +37,7 @@ int write_file_atomic(const char *path, const char *data, size_t len) {
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return -1;
-    if (write_full(fd, data, len) < 0 || fsync(fd) < 0) {
+    if (write_full(fd, data, len) < 0) {
         int e = errno;
         close(fd);
         unlink(tmp);

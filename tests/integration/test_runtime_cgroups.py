@@ -91,3 +91,30 @@ def test_v2_unified_without_controllers(unique, sleeper):
             cg.destroy()
         driver.remove_parent()
     assert not (UNIFIED / f"flotilla-test-{unique}").exists()
+
+
+def test_parent_removed_behind_the_drivers_back_is_recreated(unique, sleeper):
+    """The parent chain is made once per driver; if it vanished meanwhile, the next create remakes it."""
+    driver = CgroupDriver(f"flotilla-test-{unique}")
+    first, second = driver.cgroup("first"), driver.cgroup("second")
+    try:
+        first.create(Resources())
+        first.destroy()
+        assert not first.exists() and driver.parent_ready
+        for hier in dict.fromkeys(driver.hierarchies.values()):
+            (hier / driver.parent).rmdir()  # as an administrator's cleanup would
+        second.create(Resources(pids_limit=7))
+        join(second.paths(), sleeper.pid)
+        assert second.pids() == [sleeper.pid] and second.stats()["pids_limit"] == 7
+        cpuset = driver.hierarchies.get("cpuset")
+        if cpuset is not None:  # copied from the recreated parent, so the join above worked
+            assert (cpuset / driver.parent / "second" / "cpuset.cpus").read_text().strip()
+        second.destroy()  # busy: rmdir is refused, the kill path removes it
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+        assert not second.exists()
+    finally:
+        for cg in (first, second):
+            if cg.exists():
+                cg.destroy()
+        driver.remove_parent()
+    assert leftovers(unique) == []

@@ -47,6 +47,7 @@ def rt(tmp_path, unique, busybox_tar):
     for c in runtime.list(all=True):
         runtime.remove(c.id, force=True, volumes=True)
     runtime.close_cgroup_parent()
+    runtime.drain()
     assert list(Path("/sys/fs/cgroup").glob(f"*/flotilla-test-{unique}")) == []
     assert mounts_containing(str(root)) == []
     assert processes_mentioning(str(root)) == []

@@ -98,3 +98,40 @@ def test_container_paths_for_cp():
     assert split_container_path("./x") is None
     assert split_container_path("-") is None
     assert split_container_path("plainfile") is None
+
+
+def test_only_the_commands_group_is_registered():
+    from flotilla.swarmctl.main import command_of
+
+    assert command_of(["-H", "unix:///x.sock", "run", "busybox"]) == "run"
+    assert command_of(["--host=unix:///x.sock", "ps", "-a"]) == "ps"
+    assert command_of(["-h"]) is None
+    only_run = build_parser(["run", "busybox"])
+    args = only_run.parse_args(["run", "--rm", "busybox", "true"])
+    assert args.rm and args.image == "busybox" and args.func.__name__ == "cmd_run"
+    with pytest.raises(SystemExit):
+        only_run.parse_args(["images"])  # not registered: only the containers group was
+    full = build_parser(["nosuch"])  # unknown commands get the full parser (and its error)
+    assert full.parse_args(["images"]).command == "images"
+    assert build_parser(["volume", "ls"]).parse_args(["volume", "ls"]).command == "volume"
+
+
+def test_lazy_runtime_methods_match_the_generated_stub():
+    import grpc
+
+    from flotilla.proto import runtime_pb2_grpc
+    from flotilla.swarmctl.client import RuntimeMethods
+
+    channel = grpc.insecure_channel("unix:///nonexistent/flotilla-test.sock")  # never connected
+    try:
+        generated, lazy = runtime_pb2_grpc.RuntimeStub(channel), RuntimeMethods(channel, pb)
+        for method in pb.DESCRIPTOR.services_by_name["Runtime"].methods:
+            ours, theirs = getattr(lazy, method.name), getattr(generated, method.name)
+            assert type(ours) is type(theirs), method.name
+            assert ours._method == theirs._method, method.name
+            assert ours._request_serializer == theirs._request_serializer, method.name
+            assert ours._response_deserializer == theirs._response_deserializer, method.name
+        with pytest.raises(AttributeError, match="no method"):
+            lazy.NoSuchMethod
+    finally:
+        channel.close()

@@ -193,3 +193,58 @@ def test_tar_tree_keeps_hard_links_and_symlinks(tmp_path):
         assert members["d/g"].islnk() and members["d/g"].linkname == "d/f"
         assert members["s"].issym() and members["s"].linkname == "/nowhere"
         assert tar.extractfile("d/f").read() == b"x" * 1000
+
+
+def test_container_store_drops_a_torn_never_started_record(tmp_path):
+    """A never-started container's record is not fsynced; a power loss may leave it empty."""
+    from flotilla.runtime.containers import ContainerStore, new_state
+
+    store = ContainerStore(tmp_path)
+    good, torn = "a" * 64, "b" * 64
+    for cid in (good, torn):
+        store.create({"id": cid, "name": cid[:4], "state": new_state()})
+    (store.bundle(torn) / "config.json").write_bytes(b"")
+    reloaded = ContainerStore(tmp_path)
+    assert list(reloaded.records) == [good]
+    assert not store.bundle(torn).exists()
+    reloaded.sweep()
+    assert os.listdir(reloaded.dir) == [good]
+
+
+def test_container_store_never_drops_a_bundle_that_ran(tmp_path):
+    """An unreadable record next to a shim.pid is not a torn create: refuse to guess."""
+    from flotilla.runtime.containers import ContainerStore, new_state
+    from flotilla.runtime.errors import RuntimeFault
+
+    store = ContainerStore(tmp_path)
+    cid = "c" * 64
+    store.create({"id": cid, "name": "ran", "state": new_state()})
+    (store.bundle(cid) / "shim.pid").write_text("1\n")
+    (store.bundle(cid) / "config.json").write_bytes(b"{")
+    with pytest.raises(RuntimeFault, match="unreadable"):
+        ContainerStore(tmp_path)
+    assert (store.bundle(cid) / "shim.pid").exists()
+
+
+def test_reaper_deletes_trashed_trees_off_the_callers_thread(tmp_path):
+    from flotilla.runtime.fsutil import Reaper, sweep_temps, to_trash
+
+    trees = []
+    for i in range(3):
+        tree = tmp_path / f"obj{i}"
+        (tree / "sub").mkdir(parents=True)
+        (tree / "sub" / "file").write_text("x")
+        trees.append(tree)
+    assert to_trash(tmp_path / "missing") is None
+    reaper = Reaper()
+    trashed = [to_trash(t) for t in trees]
+    assert all(not t.exists() for t in trees)  # gone for everyone at once
+    for t in trashed:
+        assert t is not None and t.name.startswith(".trash-obj")
+        reaper.delete(t)
+    reaper.drain()
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "obj0").mkdir()
+    leftover = to_trash(tmp_path / "obj0")
+    sweep_temps(tmp_path)  # what a crash before the reaper got to it leaves, recover() removes
+    assert leftover is not None and os.listdir(tmp_path) == []
