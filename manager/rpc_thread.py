@@ -16,14 +16,19 @@ short, so accepting and answering calls no longer depends on how busy the main l
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
+import contextlib
 import inspect
+import logging
 import threading
 import types
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+
+log = logging.getLogger(__name__)
 
 
 class _Aborted(Exception):
@@ -73,9 +78,86 @@ class RpcThread:
             self.loop.close()
 
 
-def _on_main(main: asyncio.AbstractEventLoop, coro) -> asyncio.Future:
-    """Start `coro` on the main loop; a future of the server loop for its result."""
-    return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, main))
+class _Mailbox:
+    """Calls handed to one loop from another thread, run in batches: one wake-up of the target
+    loop (a write to its self-pipe, which `call_soon_threadsafe` does per call) for all the calls
+    posted since its last turn. With 1,000 nodes' streams and status reports crossing between
+    the two loops, per-call wake-ups cost ~15 % of both threads (py-spy)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._calls: collections.deque = collections.deque()
+        self._scheduled = False
+
+    def post(self, fn: Callable, *args: Any) -> None:
+        self._calls.append((fn, args))
+        if not self._scheduled:
+            self._scheduled = True
+            try:
+                self.loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop is closed: nothing will run there any more
+                self._calls.clear()
+
+    def _drain(self) -> None:
+        self._scheduled = False  # before popping: a call posted from now on schedules a new drain
+        calls = self._calls
+        while calls:
+            fn, args = calls.popleft()
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - one bad call must not strand the ones behind it
+                log.exception("rpc thread: a call handed over between loops failed")
+
+
+_MAILBOXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_MAILBOXES_LOCK = threading.Lock()
+
+
+def _mailbox(loop: asyncio.AbstractEventLoop) -> _Mailbox:
+    box = _MAILBOXES.get(loop)
+    if box is None:
+        with _MAILBOXES_LOCK:
+            box = _MAILBOXES.setdefault(loop, _Mailbox(loop))
+    return box
+
+
+def call_on(target: asyncio.AbstractEventLoop, coro) -> asyncio.Future:
+    """Run `coro` on `target` (another thread's loop); a future of the calling loop for its
+    outcome. Cancelling that future cancels the coroutine's task over there."""
+    here = asyncio.get_running_loop()
+    result = here.create_future()
+    slot: dict[str, Any] = {}
+
+    def start() -> None:  # on target
+        if slot.get("cancelled"):
+            coro.close()
+            return
+        task = slot["task"] = target.create_task(coro)
+        task.add_done_callback(lambda t: _mailbox(here).post(_settle, result, t))
+
+    def cancel() -> None:  # on target
+        task = slot.get("task")
+        if task is None:
+            slot["cancelled"] = True
+        else:
+            task.cancel()
+
+    result.add_done_callback(lambda f: _mailbox(target).post(cancel) if f.cancelled() else None)
+    _mailbox(target).post(start)
+    return result
+
+
+def _settle(result: asyncio.Future, task: asyncio.Task) -> None:
+    """Copy a finished task's outcome (from the other loop) into `result`."""
+    error = None if task.cancelled() else task.exception()  # retrieved even when nobody waits any more
+    if result.done():
+        return
+    if task.cancelled():
+        result.cancel()
+    elif error is not None:
+        result.set_exception(error)
+    else:
+        result.set_result(task.result())
 
 
 async def _reraise(context: grpc.aio.ServicerContext, e: _Aborted) -> None:
@@ -93,7 +175,7 @@ class _RequestIterator:
         return self
 
     async def __anext__(self) -> Any:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._it.__anext__(), self._loop))
+        return await call_on(self._loop, self._it.__anext__())
 
 
 def _unary(fn: Callable, main: asyncio.AbstractEventLoop, client_streaming: bool) -> Callable:
@@ -101,7 +183,7 @@ def _unary(fn: Callable, main: asyncio.AbstractEventLoop, client_streaming: bool
         if client_streaming:
             request = _RequestIterator(request, asyncio.get_running_loop())
         try:
-            return await _on_main(main, fn(request, _MainContext(context)))
+            return await call_on(main, fn(request, _MainContext(context)))
         except _Aborted as e:
             await _reraise(context, e)
     return method
@@ -116,22 +198,26 @@ def _streaming(fn: Callable, main: asyncio.AbstractEventLoop, client_streaming: 
         if client_streaming:
             request = _RequestIterator(request, server)
         inbox: asyncio.Queue = asyncio.Queue()
+        to_server = _mailbox(server)
 
-        async def produce() -> None:
+        async def produce() -> None:  # on the main loop
+            messages = fn(request, _MainContext(context))
             try:
-                async for msg in fn(request, _MainContext(context)):
-                    written = asyncio.get_running_loop().create_future()
-                    _post(server, inbox, ("msg", msg, written))
-                    await written
+                async with contextlib.aclosing(messages):  # its `finally` runs now, not at garbage collection
+                    async for msg in messages:
+                        written = asyncio.get_running_loop().create_future()
+                        to_server.post(inbox.put_nowait, ("msg", msg, written))
+                        await written
             except asyncio.CancelledError:
-                _post(server, inbox, ("end", None, None))
+                to_server.post(inbox.put_nowait, ("end", None, None))
                 raise
             except Exception as e:  # noqa: BLE001 - carried over and re-raised there
-                _post(server, inbox, ("error", e, None))
+                to_server.post(inbox.put_nowait, ("error", e, None))
             else:
-                _post(server, inbox, ("end", None, None))
+                to_server.post(inbox.put_nowait, ("end", None, None))
 
-        producer: concurrent.futures.Future = asyncio.run_coroutine_threadsafe(produce(), main)
+        producer = call_on(main, produce())
+        to_main = _mailbox(main)
         try:
             while True:
                 kind, item, written = await inbox.get()
@@ -142,18 +228,10 @@ def _streaming(fn: Callable, main: asyncio.AbstractEventLoop, client_streaming: 
                         await _reraise(context, item)
                     raise item
                 yield item
-                main.call_soon_threadsafe(_resolve, written)
+                to_main.post(_resolve, written)
         finally:
             producer.cancel()  # the client went away or the stream ended: stop the generator
     return method
-
-
-def _post(loop: asyncio.AbstractEventLoop, queue: asyncio.Queue, item: tuple) -> None:
-    """Hand `item` to the server loop's queue (dropped when that loop is already closed)."""
-    try:
-        loop.call_soon_threadsafe(queue.put_nowait, item)
-    except RuntimeError:
-        pass
 
 
 def _resolve(fut: asyncio.Future) -> None:
