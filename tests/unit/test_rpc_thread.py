@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import types
 
 import grpc
 import pytest
@@ -140,5 +141,45 @@ def test_stream_abort_before_first_message(unique: str) -> None:
                 async for _ in stub.Session(dpb.SessionRequest(node_id="bad")):
                     pass
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE and e.value.details() == "node 'bad' refused"
+
+    asyncio.run(main())
+
+
+def test_client_stream_is_read_by_a_handler_on_the_main_loop(unique: str) -> None:
+    """Client streaming (the log broker's PublishLogs is one): the handler on the main loop
+    iterates requests that the server loop reads."""
+    class Counter:
+        async def Publish(self, requests, context):
+            seen = [r.session_id async for r in requests]
+            return dpb.HeartbeatResponse(period={"seconds": len(seen)}) if seen == ["a", "b", "c"] else dpb.HeartbeatResponse()
+
+    service = types.SimpleNamespace(methods=[types.SimpleNamespace(name="Publish", server_streaming=False, client_streaming=True)])
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        rpc = RpcThread(name=f"grpc-{unique}")
+        rpc.start()
+        holder: dict = {}
+
+        async def serve() -> None:
+            server = grpc.aio.server()
+            handler = grpc.stream_unary_rpc_method_handler(
+                bridged(Counter(), service, loop).Publish, request_deserializer=dpb.HeartbeatRequest.FromString,
+                response_serializer=dpb.HeartbeatResponse.SerializeToString)
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(f"test{unique}.Counter", {"Publish": handler}),))
+            holder["port"] = server.add_insecure_port("127.0.0.1:0")
+            holder["server"] = server
+            await server.start()
+
+        await rpc.run(serve())
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{holder['port']}") as channel:
+                publish = channel.stream_unary(f"/test{unique}.Counter/Publish", request_serializer=dpb.HeartbeatRequest.SerializeToString,
+                                               response_deserializer=dpb.HeartbeatResponse.FromString)
+                resp = await publish(iter([dpb.HeartbeatRequest(session_id=s) for s in "abc"]))
+                assert resp.period.seconds == 3
+        finally:
+            await rpc.run(holder["server"].stop(grace=None))
+            rpc.stop()
 
     asyncio.run(main())
