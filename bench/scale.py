@@ -43,6 +43,7 @@ goal: 100,000 tasks on 1,000 nodes all RUNNING in 60 s, etcd included"""
 
 
 ASSIGNED_TOTAL = -1  # key of the scheduler's assigned-tasks counter in task_states()
+DOWN_NODES = -2  # key of the count of DOWN nodes in task_states()
 
 
 def free_port() -> int:
@@ -106,6 +107,30 @@ class Sampler:
             await asyncio.sleep(0.25)
 
 
+class Prober:
+    """Asks the manager's health service twice a second on a connection of its own and keeps
+    the slowest answer: how long a heartbeat or a status report would wait to be taken (the
+    100k stall showed as calls not answered for 10 s and more)."""
+
+    def __init__(self, remote: str) -> None:
+        self.remote = remote
+        self.slowest = 0.0
+        self.failed = 0
+
+    async def run(self) -> None:
+        async with grpc.aio.insecure_channel(self.remote) as channel:
+            check = channel.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda _: b"",
+                                        response_deserializer=lambda b: b)
+            while True:
+                started = time.monotonic()
+                try:
+                    await check(None, timeout=30)
+                except grpc.aio.AioRpcError:
+                    self.failed += 1
+                self.slowest = max(self.slowest, time.monotonic() - started)
+                await asyncio.sleep(0.5)
+
+
 async def task_states(metrics_url: str) -> dict[int, int]:
     """Count of tasks per status, from the manager's `flotilla_tasks` gauge (the manager
     refreshes it from its cache every 2 s, so a finish time read here is late by at most that;
@@ -116,6 +141,8 @@ async def task_states(metrics_url: str) -> dict[int, int]:
     text = await asyncio.to_thread(fetch)
     m = re.search(r"^flotilla_scheduler_assigned_tasks_total (\S+)$", text, re.MULTILINE)
     counts: dict[int, int] = {ASSIGNED_TOTAL: int(float(m.group(1))) if m else 0}
+    m = re.search(r'^flotilla_nodes\{state="DOWN"\} (\S+)$', text, re.MULTILINE)
+    counts[DOWN_NODES] = int(float(m.group(1))) if m else 0
     for m in re.finditer(r'^flotilla_tasks\{state="(\w+)"\} (\S+)$', text, re.MULTILINE):
         if float(m.group(2)):
             counts[pb.TaskState.Value(m.group(1))] = int(float(m.group(2)))
@@ -149,13 +176,14 @@ async def wait_running(metrics_url: str, total: int, start: float, timeout: floa
     while True:
         counts = await task_states(metrics_url)
         assigned = counts.pop(ASSIGNED_TOTAL) - base
+        down = counts.pop(DOWN_NODES)
         running = counts.get(pb.RUNNING, 0)
         elapsed = time.monotonic() - start
         if scheduled_at is None and assigned >= total:
             scheduled_at = elapsed
         if running != last:
             summary = ", ".join(f"{pb.TaskState.Name(k)} {v}" for k, v in sorted(counts.items()))
-            print(f"  {elapsed:6.1f} s  scheduled {assigned}; {summary}", flush=True)
+            print(f"  {elapsed:6.1f} s  scheduled {assigned}; {summary}; nodes DOWN {down}", flush=True)
             last = running
         if running >= total:
             return elapsed, scheduled_at or elapsed
@@ -168,6 +196,7 @@ async def wait_gone(metrics_url: str, start: float, timeout: float) -> float:
     while True:
         counts = await task_states(metrics_url)
         counts.pop(ASSIGNED_TOTAL)
+        counts.pop(DOWN_NODES)
         live = sum(v for k, v in counts.items() if k <= pb.RUNNING)
         elapsed = time.monotonic() - start
         print(f"  {elapsed:6.1f} s  scale to zero: {live} tasks not stopped, {sum(counts.values())} stored", flush=True)
@@ -216,6 +245,8 @@ async def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
                 await asyncio.sleep(0.2)
         ready = await wait_nodes(control, args.nodes, timeout=300)
         print(f"{args.nodes} hollow nodes READY after {ready:.1f} s")
+        prober = Prober(remote)
+        probing = asyncio.create_task(prober.run())
 
         sizes = [args.tasks // args.services + (1 if i < args.tasks % args.services else 0) for i in range(args.services)]
         base = (await task_states(metrics_url))[ASSIGNED_TOTAL]
@@ -237,6 +268,7 @@ async def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
             await control.UpdateService(cpb.UpdateServiceRequest(service_id=svc.id, service_version=current.meta.version, spec=new))
         down = await wait_gone(metrics_url, start, args.timeout)
     sampling.cancel()
+    probing.cancel()
     db = tmp / "etcd" / "member" / "snap" / "db"
     print()
     print(f"command: {' '.join(sys.argv)}")
@@ -246,6 +278,7 @@ async def bench(args: argparse.Namespace, tmp: Path, procs: Processes) -> None:
     print(f"  all ASSIGNED after     {scheduled:8.1f} s   ({args.tasks / scheduled:,.0f} scheduling decisions/s, creation included)")
     print(f"  scale to zero stopped  {down:8.1f} s")
     print(f"  manager peak RSS       {sampler.peak / 2**20:8.0f} MiB")
+    print(f"  slowest health check   {prober.slowest:8.2f} s   ({prober.failed} failed; a fresh call's wait for the manager)")
     print(f"  etcd db size           {db.stat().st_size / 2**20:8.0f} MiB")
     print()
     print(REFERENCES)

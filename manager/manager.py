@@ -17,22 +17,28 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from flotilla.proto import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc
+from flotilla.proto import control_pb2, control_pb2_grpc, dispatcher_pb2, dispatcher_pb2_grpc, logbroker_pb2
+from flotilla.proto import logbroker_pb2_grpc as lgrpc
 from flotilla.proto import objects_pb2 as pb
 
-from . import logbroker, metrics
+from . import metrics
+from .logbroker import LogBroker
 from .controlapi import Control
 from .dispatcher import Dispatcher
 from .leader import LeaderElection
 from .reconcilers import reconcilers
+from .rpc_thread import RpcThread, bridged
 from .store import Op, Store, new_id
 
 log = logging.getLogger(__name__)
 
 DEFAULT_HISTORY = 5
 DEFAULT_HEARTBEAT = 5.0
-SERVICES = (control_pb2.DESCRIPTOR.services_by_name["Control"].full_name,
-            dispatcher_pb2.DESCRIPTOR.services_by_name["Dispatcher"].full_name)
+CONTROL = control_pb2.DESCRIPTOR.services_by_name["Control"]
+DISPATCHER = dispatcher_pb2.DESCRIPTOR.services_by_name["Dispatcher"]
+LOGS = logbroker_pb2.DESCRIPTOR.services_by_name["Logs"]
+LOGBROKER = logbroker_pb2.DESCRIPTOR.services_by_name["LogBroker"]
+SERVICES = (CONTROL.full_name, DISPATCHER.full_name, LOGS.full_name, LOGBROKER.full_name)
 
 
 @dataclass
@@ -79,18 +85,46 @@ class Manager:
                                      heartbeat_period=config.heartbeat_period,
                                      is_leader=lambda: self.election.is_leader, managers=self.election.managers)
         self.control = Control(self.store)
+        self.logbroker = LogBroker(self.store)
         self.server: grpc.aio.Server | None = None
         self._reconcilers: list[asyncio.Task] = []
         self._background: list[asyncio.Task] = []
+        self._rpc = RpcThread()
         self._socket_path = unix_path(config.listen_control) if config.listen_control else ""
 
     async def start(self) -> None:
         await self.store.start()
+        self._rpc.start()
+        try:
+            await self._rpc.run(self._serve(asyncio.get_running_loop()))
+        except BaseException:
+            if self.server is not None:
+                await self._rpc.run(self.server.stop(grace=None))
+            self._rpc.stop()
+            await self.store.close()
+            raise
+        if self._socket_path:
+            os.chmod(self._socket_path, 0o600)  # the control socket is root's, as Docker's is
+        self.dispatcher.start()
+        self._background = [asyncio.create_task(self.election.run(), name="leader-election"),
+                            asyncio.create_task(self._gauges(), name="metrics-gauges"),
+                            asyncio.create_task(self._loop_lag(), name="loop-lag")]
+        if self.config.metrics_addr:
+            from prometheus_client import start_http_server
+            host, _, port = self.config.metrics_addr.rpartition(":")
+            start_http_server(int(port), host or "0.0.0.0")
+        log.info("manager %s serving on %s and %s", self.config.manager_id, self.config.listen_remote, self.config.listen_control)
+
+    async def _serve(self, main: asyncio.AbstractEventLoop) -> None:
+        """Build and start the gRPC server; runs on the server thread's loop (rpc_thread.py says why)."""
         self.server = grpc.aio.server(options=[("grpc.max_send_message_length", 256 << 20),
                                                ("grpc.max_receive_message_length", 16 << 20)])
-        control_pb2_grpc.add_ControlServicer_to_server(self.control, self.server)
-        dispatcher_pb2_grpc.add_DispatcherServicer_to_server(self.dispatcher, self.server)
-        logbroker.register(self.server, self.store)  # `service logs` (manager/logbroker, cluster-agent)
+        control_pb2_grpc.add_ControlServicer_to_server(bridged(self.control, CONTROL, main), self.server)
+        dispatcher_pb2_grpc.add_DispatcherServicer_to_server(
+            bridged(self.dispatcher, DISPATCHER, main, direct=frozenset({"Heartbeat"})), self.server)
+        # `service logs` (manager/logbroker): both services of the broker, run on the main loop like the others
+        lgrpc.add_LogsServicer_to_server(bridged(self.logbroker, LOGS, main), self.server)
+        lgrpc.add_LogBrokerServicer_to_server(bridged(self.logbroker, LOGBROKER, main), self.server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
         for name in ("", *SERVICES):
@@ -104,17 +138,6 @@ class Manager:
                 os.unlink(self._socket_path)  # left by a manager that was killed
             self.server.add_insecure_port(f"unix://{self._socket_path}")
         await self.server.start()
-        if self._socket_path:
-            os.chmod(self._socket_path, 0o600)  # the control socket is root's, as Docker's is
-        self.dispatcher.start()
-        self._background = [asyncio.create_task(self.election.run(), name="leader-election"),
-                            asyncio.create_task(self._gauges(), name="metrics-gauges"),
-                            asyncio.create_task(self._loop_lag(), name="loop-lag")]
-        if self.config.metrics_addr:
-            from prometheus_client import start_http_server
-            host, _, port = self.config.metrics_addr.rpartition(":")
-            start_http_server(int(port), host or "0.0.0.0")
-        log.info("manager %s serving on %s and %s", self.config.manager_id, self.config.listen_remote, self.config.listen_control)
 
     async def stop(self) -> None:
         """Stop leading (and give the lease back), then stop serving."""
@@ -124,7 +147,8 @@ class Manager:
         await self._lost()
         await self.dispatcher.stop()
         if self.server is not None:
-            await self.server.stop(grace=1)
+            await self._rpc.run(self.server.stop(grace=1))
+        self._rpc.stop()
         await self.store.close()
         if self._socket_path and os.path.exists(self._socket_path):
             os.unlink(self._socket_path)
@@ -172,11 +196,9 @@ class Manager:
     async def _gauges(self) -> None:
         """Object counts for Prometheus, from the cache (never etcd)."""
         while True:
-            by_state: dict[str, int] = {name: 0 for name in pb.TaskState.keys()}
-            for t in self.store.list("task"):
-                by_state[pb.TaskState.Name(t.status.state)] += 1
-            for name, n in by_state.items():
-                metrics.TASKS.labels(name).set(n)
+            by_state = self.store.task_state_counts()
+            for name, number in pb.TaskState.items():
+                metrics.TASKS.labels(name).set(by_state.get(number, 0))
             nodes = {name: 0 for name in pb.NodeStatus.State.keys()}
             for n in self.store.list("node"):
                 nodes[pb.NodeStatus.State.Name(n.status.state)] += 1

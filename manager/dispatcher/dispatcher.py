@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -52,7 +53,11 @@ class Dispatcher(dgrpc.DispatcherServicer):
         self._managers = managers
         self.sessions: dict[str, _Session] = {}
         self.node_session: dict[str, _Session] = {}
-        self.last_seen: dict[str, float] = {}  # nodes this manager serves (or served) -> monotonic time
+        # Nodes this manager serves (or served) -> monotonic time. Heartbeat runs on the gRPC
+        # server's thread (manager/rpc_thread.py), the rest on the main loop: hence the lock.
+        self.last_seen: dict[str, float] = {}
+        self._seen_lock = threading.Lock()
+        self._period = heartbeat_period or DEFAULT_PERIOD  # what Heartbeat answers; refreshed by the expiry loop
         self._orphans: dict[str, float] = {}
         self.assignments = Assignments(store, batch_interval)
         self.statuses = StatusWriter(store, batch_interval)
@@ -96,7 +101,7 @@ class Dispatcher(dgrpc.DispatcherServicer):
         session = _Session(node_id)
         self.sessions[session.id] = session
         self.node_session[node_id] = session
-        self.last_seen[node_id] = time.monotonic()
+        self._seen(node_id)
         self._orphans.pop(node_id, None)
         metrics.SESSIONS.set(len(self.sessions))
         managers = list((await self._managers()).values()) if self._managers else [self.addr]
@@ -109,16 +114,19 @@ class Dispatcher(dgrpc.DispatcherServicer):
                 self._close(session)
 
     async def Heartbeat(self, request: dpb.HeartbeatRequest, context: grpc.aio.ServicerContext) -> dpb.HeartbeatResponse:
+        """Runs on the gRPC server's own loop, never waiting for the main loop, so that bulk work
+        there cannot make a live node look dead. Touches only the session table (read) and
+        `last_seen` (under its lock)."""
         session = await self._session(request.session_id, context)
-        self.last_seen[session.node_id] = time.monotonic()
+        self._seen(session.node_id)
         metrics.HEARTBEATS.inc()
         resp = dpb.HeartbeatResponse()
-        resp.period.FromNanoseconds(int(self.period() * 1e9))
+        resp.period.FromNanoseconds(int(self._period * 1e9))
         return resp
 
     async def UpdateTaskStatus(self, request: dpb.UpdateTaskStatusRequest, context: grpc.aio.ServicerContext) -> dpb.UpdateTaskStatusResponse:
         session = await self._session(request.session_id, context)
-        self.last_seen[session.node_id] = time.monotonic()  # any call proves the node alive
+        self._seen(session.node_id)  # any call proves the node alive
         try:
             await self.statuses.submit(session.node_id, request.updates)
         except Exception as e:  # noqa: BLE001 - one line for the agent, which retries
@@ -131,6 +139,10 @@ class Dispatcher(dgrpc.DispatcherServicer):
             yield msg
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _seen(self, node_id: str, at: float | None = None) -> None:
+        with self._seen_lock:
+            self.last_seen[node_id] = time.monotonic() if at is None else at
 
     async def _session(self, session_id: str, context: grpc.aio.ServicerContext) -> _Session:
         session = self.sessions.get(session_id)
@@ -177,7 +189,8 @@ class Dispatcher(dgrpc.DispatcherServicer):
             while True:
                 event = await queue.get()
                 if event.action == "delete":
-                    self.last_seen.pop(event.obj.id, None)
+                    with self._seen_lock:
+                        self.last_seen.pop(event.obj.id, None)
                     session = self.node_session.get(event.obj.id)
                     if session is not None:
                         self._close(session)
@@ -187,15 +200,16 @@ class Dispatcher(dgrpc.DispatcherServicer):
     async def _expire_loop(self) -> None:
         """Mark DOWN the nodes whose heartbeats stopped (and, when leader, orphaned nodes)."""
         while True:
-            period = self.period()
+            period = self._period = self.period()
             started = time.monotonic()
             await asyncio.sleep(period / 4)
             lag = time.monotonic() - started - period / 4
             if lag > period / 4:
                 # The event loop was busy: heartbeats that arrived meanwhile are still queued.
                 # Do not count the stall against the nodes.
-                for node_id in self.last_seen:
-                    self.last_seen[node_id] += lag
+                with self._seen_lock:
+                    for node_id in self.last_seen:
+                        self.last_seen[node_id] += lag
                 for node_id in self._orphans:
                     self._orphans[node_id] += lag
             try:
@@ -205,9 +219,11 @@ class Dispatcher(dgrpc.DispatcherServicer):
 
     async def _expire(self, period: float) -> None:
         now = time.monotonic()
-        expired = [n for n, seen in self.last_seen.items() if now - seen > MISSED_HEARTBEATS * period]
+        with self._seen_lock:
+            expired = [n for n, seen in self.last_seen.items() if now - seen > MISSED_HEARTBEATS * period]
+            for node_id in expired:
+                del self.last_seen[node_id]
         for node_id in expired:
-            del self.last_seen[node_id]
             session = self.node_session.get(node_id)
             if session is not None:
                 self._close(session)
@@ -248,6 +264,6 @@ class Dispatcher(dgrpc.DispatcherServicer):
         for op, r in zip(ops, await self.store.batch(ops)):
             if isinstance(r, Exception):
                 log.info("dispatcher: marking node %s down: %s (retrying)", op.obj.id, r)
-                self.last_seen[op.obj.id] = time.monotonic() - MISSED_HEARTBEATS * self.period()
+                self._seen(op.obj.id, time.monotonic() - MISSED_HEARTBEATS * self.period())
             else:
                 log.info("dispatcher: node %s is DOWN (%s)", op.obj.id, message)

@@ -1,4 +1,4 @@
 """The log broker: `service logs` gathered from the agents that run the tasks (see broker.py)."""
-from .broker import LogBroker, register, task_display_name
+from .broker import LogBroker, task_display_name
 
-__all__ = ["LogBroker", "register", "task_display_name"]
+__all__ = ["LogBroker", "task_display_name"]

@@ -131,11 +131,3 @@ class LogBroker(lgrpc.LogsServicer, lgrpc.LogBrokerServicer):
                 queue = self._agents.get(node_id)
                 if queue is not None and sub.pending:
                     queue.put_nowait(lpb.SubscriptionMessage(id=sub_id, close=True))
-
-
-def register(server: grpc.aio.Server, store) -> LogBroker:
-    """Serve both log services on a manager's gRPC server."""
-    broker = LogBroker(store)
-    lgrpc.add_LogsServicer_to_server(broker, server)
-    lgrpc.add_LogBrokerServicer_to_server(broker, server)
-    return broker

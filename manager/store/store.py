@@ -185,6 +185,10 @@ class Store:
     def tasks_of_service(self, service_id: str) -> list[Message]:
         return list(self._cache.by_service.get(service_id, {}).values())
 
+    def task_state_counts(self) -> dict[int, int]:
+        """How many cached tasks are in each status state (kept as the cache changes)."""
+        return {state: n for state, n in self._cache.task_states.items() if n}
+
     def tasks_of_node(self, node_id: str) -> list[Message]:
         return list(self._cache.by_node.get(node_id, {}).values())
 

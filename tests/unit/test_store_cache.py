@@ -16,3 +16,14 @@ def test_indexes_follow_updates_and_removal():
     assert cache.remove("task", "t1").service_id == "s2"
     assert cache.by_service == {} and cache.by_node == {}
     assert cache.remove("task", "t1") is None
+
+
+def test_task_state_counts_follow_puts_and_removals():
+    cache = Cache()
+    cache.put("task", pb.Task(id="t1", status=pb.TaskStatus(state=pb.PENDING)))
+    cache.put("task", pb.Task(id="t2", status=pb.TaskStatus(state=pb.PENDING)))
+    cache.put("task", pb.Task(id="t1", status=pb.TaskStatus(state=pb.RUNNING)))
+    assert +cache.task_states == {pb.PENDING: 1, pb.RUNNING: 1}
+    cache.remove("task", "t2")
+    cache.remove("task", "t2")
+    assert +cache.task_states == {pb.RUNNING: 1}
