@@ -19,6 +19,16 @@ def mount_overlay(target: Path, lower: list[str], upper: Path, work: Path) -> No
     syscalls.mount("overlay", target, "overlay", syscalls.MS_NOSUID | syscalls.MS_NODEV, opts)
 
 
+def bind_mount(source: str, target: str) -> None:
+    """Bind `source` (recursively) onto `target`."""
+    syscalls.mount(source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+
+
+def remount_readonly(target: str) -> None:
+    """Make the bind mount at `target` read-only (a bind mount is made read-only in a second call)."""
+    syscalls.mount(None, target, None, syscalls.MS_BIND | syscalls.MS_REMOUNT | syscalls.MS_RDONLY)
+
+
 def unmount(target: Path) -> None:
     """Detach a mount (lazy, so a busy mount still disappears from the tree at once)."""
     syscalls.umount2(target, syscalls.MNT_DETACH)

@@ -44,8 +44,16 @@ def container_mountpoints(pid: int) -> set[str]:
 
 
 @contextmanager
-def temporary_mount(tmpmounts: Path, cid: str, lower: list[str], upper: Path, work: Path) -> Iterator[int]:
-    """Mount the container's overlay under `tmpmounts` and yield a directory fd of it."""
+def temporary_mount(tmpmounts: Path, cid: str, lower: list[str], upper: Path, work: Path,
+                    binds: list[tuple[str, str, bool]] = ()) -> Iterator[int]:
+    """Mount the container's overlay under `tmpmounts` and yield a directory fd of it.
+
+    `binds` (source, destination, readonly) are mounted on top, as the container would see them
+    (volumes for `docker cp`). Destinations are resolved inside the overlay with
+    RESOLVE_IN_ROOT, so a symlink in the image cannot put a mount on the host; a destination
+    missing from the image is skipped rather than created (the copy must not change the image).
+    One lazy unmount of the overlay detaches the binds with it.
+    """
     target = tmpmounts / f"{cid[:12]}-{secrets.token_hex(4)}"
     target.mkdir()
     try:
@@ -53,6 +61,8 @@ def temporary_mount(tmpmounts: Path, cid: str, lower: list[str], upper: Path, wo
         try:
             fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
+                for source, destination, readonly in binds:
+                    _bind_inside(fd, source, destination, readonly)
                 yield fd
             finally:
                 os.close(fd)
@@ -60,6 +70,23 @@ def temporary_mount(tmpmounts: Path, cid: str, lower: list[str], upper: Path, wo
             kernel.unmount(target)
     finally:
         os.rmdir(target)
+
+
+def _bind_inside(root_fd: int, source: str, destination: str, readonly: bool) -> None:
+    try:
+        dest = kernel.open_in_root(root_fd, destination, os.O_PATH)
+    except FileNotFoundError:
+        return
+    try:
+        kernel.bind_mount(source, f"/proc/self/fd/{dest}")
+    finally:
+        os.close(dest)
+    if readonly:  # the old fd names the covered directory: resolve again to reach the new mount
+        mounted = kernel.open_in_root(root_fd, destination, os.O_PATH)
+        try:
+            kernel.remount_readonly(f"/proc/self/fd/{mounted}")
+        finally:
+            os.close(mounted)
 
 
 def clean_temporary_mounts(tmpmounts: Path) -> None:

@@ -12,6 +12,7 @@ cgroup, then the cgroup is removed. That works the same after an agent crash.
 """
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -360,6 +361,7 @@ class Runtime:
             st = record["state"]
             try:
                 self._shim_config(record, attach).write(bundle / "shim.conf")
+                started = now()  # before the process runs: a short one may be done when run() returns
                 proc = shim.run(bundle, wait_attach=attach)
             except (shim.ShimError, ValueError, OSError) as e:
                 cg.destroy()
@@ -372,7 +374,7 @@ class Runtime:
             st.update({
                 "pid": proc.pid, "pid_start": kernel.start_time(proc.pid) or -1,
                 "shim_pid": proc.shim_pid, "shim_start": kernel.start_time(proc.shim_pid) or -1,
-                "started_at": now(), "finished_at": 0.0, "exit_code": 0, "oom_killed": False, "error": "",
+                "started_at": started, "finished_at": 0.0, "exit_code": 0, "oom_killed": False, "error": "",
                 "finalized": False,
             })
             self._store.save(record)
@@ -661,8 +663,9 @@ class Runtime:
     def _rootfs(self, cid: str, live_ok: bool) -> Iterator[tuple[int, set[str]]]:
         """A directory fd of the container's root filesystem and the mount points not to descend into.
 
-        Running: /proc/<pid>/root, the container's own view (with `live_ok`, volumes and all;
-        otherwise every mount but the root is skipped). Stopped: the overlay mounted for the
+        `live_ok` (copy) means the container's view with its volumes and binds; without it (export)
+        only the root filesystem. Running: /proc/<pid>/root (without `live_ok` every mount but the
+        root is skipped). Stopped: the overlay (and with `live_ok` the volumes) mounted for the
         duration under `<root>/tmpmounts/`. The runtime lock is not held while the caller works.
         """
         with self._lock:
@@ -680,7 +683,9 @@ class Runtime:
             return
         bundle = self._store.bundle(cid)
         try:
-            with rootfs.temporary_mount(self.tmpmounts, cid, record["lowerdirs"], bundle / "upper", bundle / "work") as fd:
+            binds = [(m["source"], m["destination"], m["readonly"]) for m in record["mounts"]] if live_ok else []
+            with rootfs.temporary_mount(self.tmpmounts, cid, record["lowerdirs"], bundle / "upper", bundle / "work",
+                                        binds) as fd:
                 yield fd, set()
         finally:
             with self._lock:
@@ -727,6 +732,10 @@ class Runtime:
             dest = self._open_dir_in(root_fd, path, ref, path)
             try:
                 archive.extract(tar, dest, whiteouts=False)
+            except OSError as e:
+                if e.errno == errno.EROFS:
+                    raise Conflict(f"cannot copy to {path} in container {ref}: it is mounted read-only") from None
+                raise
             finally:
                 os.close(dest)
 

@@ -148,8 +148,10 @@ def test_missing_command_fails_like_docker(rt, unique):
 
 
 def test_stop_kill_restart(rt):
-    graceful = rt.create(ContainerSpec(image="busybox", cmd=["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]))
+    graceful = rt.create(ContainerSpec(image="busybox", cmd=[
+        "sh", "-c", "trap 'exit 0' TERM; echo ready; while true; do sleep 0.1; done"]))
     rt.start(graceful.id)
+    wait_for(lambda: any(e.data == b"ready\n" for e in rt.logs(graceful.id)))  # the trap is set
     rt.stop(graceful.id, timeout=30)
     assert rt.get(graceful.id).status == "exited" and rt.get(graceful.id).exit_code == 0
 
@@ -318,6 +320,15 @@ def test_volumes_persist_and_are_protected(rt, unique, tmp_path):
     assert out.startswith("kept\nfrom host") and "ro" in out and not (bind / "new").exists()
     with pytest.raises(Conflict, match="volume is in use"):
         rt.remove_volume(vol)
+    # docker cp sees (and writes) the volume of a stopped container too, read-only binds stay read-only
+    second, first = (c.id for c in rt.list(all=True))  # newest first
+    assert untar(rt.copy_from(second, "/data/f")) == {"f": b"kept\n"}
+    rt.copy_to(first, "/data", tar_of({"g": b"via cp"}))
+    assert (Path(rt.volume(vol).mountpoint) / "g").read_bytes() == b"via cp"
+    for ro in ("/data", "/b"):
+        with pytest.raises(Conflict, match="read-only"):
+            rt.copy_to(second, ro, tar_of({"h": b"no"}))
+    assert not (bind / "h").exists() and not (Path(rt.volume(vol).mountpoint) / "h").exists()
     anon = rt.create(ContainerSpec(image="busybox", cmd=["true"], mounts=[Mount("", "/anon")]))
     anon_name = rt.inspect(anon.id)["Mounts"][0]["Name"]
     assert len(anon_name) == 64 and rt.volume(anon_name)
@@ -400,7 +411,7 @@ def test_a_start_the_record_missed_is_adopted(rt, unique):
     again.start(c.id)
     config = again.root / "containers" / c.id / "config.json"
     stale = json.loads(config.read_text())
-    stale["state"]["shim_pid"], stale["state"]["finalized"] = stale["state"]["shim_pid"] + 1, True
+    stale["state"]["shim_pid"], stale["state"]["finalized"] = 999_999_999, True  # above any pid_max: an old shim
     config.write_text(json.dumps(stale))
     third = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}")
     assert third.recover() == [c.id]
