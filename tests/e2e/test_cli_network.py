@@ -67,9 +67,8 @@ def net(ctl, agent, unique):
         made.append(name)
         return name
     yield create
-    agent.cleanup()
-    for name in made:
-        ctl("network", "rm", name)
+    agent.cleanup()  # containers first, then the user networks
+    assert not [n for n in made if f" {n} " in ctl("network", "ls").stdout]
     left = ours(agent)
     assert left == {"links": [], "netns": [], "iptables": []}, left
 
