@@ -180,6 +180,7 @@ def test_published_port_from_the_host_loopback_and_another_machine(ctl, agent, n
     ctl("run", "-d", "--name", f"web-{unique}", "--network", n, "-p", "7", IMAGE, *ECHO)
     port = host_port(ctl, f"web-{unique}")
     assert ctl("port", f"web-{unique}").stdout == f"7/tcp -> 0.0.0.0:{port}\n"
+    assert f"0.0.0.0:{port}->7/tcp" in ctl("ps").stdout
     assert agent.inspect(f"web-{unique}")["NetworkSettings"]["Ports"] == {"7/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}
     wait_for(lambda: tcp_echo("127.0.0.1", port) == b"hello\n", what="the published port on 127.0.0.1")
     assert tcp_echo(outside.host_ip, port, b"local") == b"local\n"  # a host address, from the host
