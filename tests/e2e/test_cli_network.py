@@ -278,3 +278,30 @@ def test_agent_restart_keeps_networking_and_leaves_no_duplicates(ctl, agent, net
         assert res.stdout == "again\n"
         out = ctl("exec", f"cli-{unique}", "sh", "-c", echo_script(f"srv-{unique}", "by-name")).stdout
         assert "got=by-name" in out, out
+
+
+def test_restarts_rewire_the_container(ctl, agent, net, unique):
+    """A restart policy and `restart` start the container afresh: address, name and port come back."""
+    n = net(f"rs-{unique}", "--subnet", free_subnet())
+    with socket.socket() as s:  # a port free right now, published explicitly so it stays the same
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # one connection per run: the server exits after each, the policy starts it again
+    ctl("run", "-d", "--name", f"once-{unique}", "--restart", "always", "--network", n, "-p", f"{port}:7",
+        IMAGE, "nc", "-l", "-p", "7", "-e", "cat")
+    for word in (b"first", b"second"):
+        wait_for(lambda: _try_echo(port, word), 20, what=f"the port to answer {word!r} after a restart")
+    wait_for(lambda: agent.inspect(f"once-{unique}")["RestartCount"] >= 1, 20, what="a restart by policy")
+    ctl("restart", "-t", "0", f"once-{unique}")
+    wait_for(lambda: _try_echo(port, b"third"), 20, what="the port after `restart`")
+    ctl("run", "-d", "--name", f"cli-{unique}", "--network", n, IMAGE, "sleep", "1000")
+    wait_for(lambda: agent.status(f"once-{unique}") == "running", 20, what="the server to run again")
+    out = ctl("exec", f"cli-{unique}", "sh", "-c", echo_script(f"once-{unique}", "by-name")).stdout
+    assert f"resolved={ip_on(agent, f'once-{unique}', n)}" in out
+
+
+def _try_echo(port: int, word: bytes) -> bool:
+    try:
+        return tcp_echo("127.0.0.1", port, word) == word + b"\n"
+    except OSError:
+        return False
