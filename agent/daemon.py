@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from flotilla.proto import runtime_pb2, runtime_pb2_grpc
+from flotilla.runtime.errors import RuntimeFault
 from flotilla.runtime.runtime import Runtime
 
 from .monitor import Monitor
@@ -69,14 +70,14 @@ def claim_socket(path: Path) -> None:
 
 
 async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str | None,
-                cluster: dict | None = None) -> None:
+                cluster: dict | None = None, default_subnet: str = "10.88.0.0/16") -> None:
     path = socket_path(listen)
     root.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_root(root)
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="runtime"))
-    runtime = Runtime(root, cgroup_parent=cgroup_parent)
-    adopted = await asyncio.to_thread(runtime.recover)
+    runtime = Runtime(root, cgroup_parent=cgroup_parent, default_subnet=default_subnet)
+    adopted = await asyncio.to_thread(runtime.recover)  # also the networks: bridges, rules, DNS listeners
     log.info("adopted %d running container(s)", len(adopted))
     monitor = Monitor(runtime, root / "agent")
     await monitor.start(adopted)
@@ -118,17 +119,19 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     if agent is not None:
         await agent.close()
     monitor.close()
+    runtime.close()  # the DNS server stops with the agent (containers keep their networking)
     if metrics is not None:
         metrics.shutdown()
     path.unlink(missing_ok=True)
     os.close(lock_fd)
 
 
-def run(root: str, listen: str, cgroup_parent: str, metrics_addr: str | None, cluster: dict | None = None) -> int:
+def run(root: str, listen: str, cgroup_parent: str, metrics_addr: str | None, cluster: dict | None = None,
+        default_subnet: str = "10.88.0.0/16") -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(Path(root), listen, cgroup_parent, metrics_addr, cluster))
-    except AgentError as exc:
+        asyncio.run(serve(Path(root), listen, cgroup_parent, metrics_addr, cluster, default_subnet))
+    except (AgentError, RuntimeFault) as exc:
         log.error("%s", exc)
         return 1
     return 0

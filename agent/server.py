@@ -30,6 +30,7 @@ from flotilla.runtime.runtime import Runtime
 from . import convert, streams
 from .errors import status_for
 from .monitor import Monitor
+from .networks import NetworkHandlers
 
 log = logging.getLogger("flotilla.agent.server")
 T = TypeVar("T")
@@ -38,7 +39,7 @@ STREAM_AHEAD = 16       # items a streaming iterator may produce ahead of its cl
 _DONE = object()
 
 
-class RuntimeService(pb_grpc.RuntimeServicer):
+class RuntimeService(NetworkHandlers, pb_grpc.RuntimeServicer):
     def __init__(self, runtime: Runtime, monitor: Monitor, tmp_dir: Path) -> None:
         self.rt = runtime
         self.monitor = monitor

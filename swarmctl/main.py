@@ -15,13 +15,14 @@ from .client import Client, host_from
 from .errors import CLIError, from_rpc_error
 
 # The command group modules, in the order their commands appear in the help.
-GROUPS = ("containers", "attaching", "inspecting", "files", "images", "volumes", "cluster")
+GROUPS = ("containers", "attaching", "inspecting", "files", "images", "volumes", "network", "cluster")
 # Hot commands and the one group that defines each: running one imports nothing else.
 COMMAND_GROUP = {
     **dict.fromkeys(("run", "create", "start", "stop", "restart", "kill", "pause", "unpause", "rm", "wait"),
                     "containers"),
     **dict.fromkeys(("exec", "attach"), "attaching"),
     **dict.fromkeys(("ps", "inspect", "logs", "top", "stats"), "inspecting"),
+    **dict.fromkeys(("network", "port"), "network"),
 }
 
 

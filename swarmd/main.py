@@ -16,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local API socket (default %(default)s)")
     agent.add_argument("--cgroup-parent", default="flotilla", help="parent cgroup of containers (default %(default)s)")
     agent.add_argument("--metrics-addr", default=None, help="serve Prometheus metrics on HOST:PORT")
+    agent.add_argument("--default-subnet", default="10.88.0.0/16",
+                       help="subnet of the default bridge network (default %(default)s)")
     agent_cmd.add_cluster_flags(agent)
     hollow_cmd.add_parser(sub)
     manager_cmd.add_parser(sub)
@@ -27,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "agent":
         from flotilla.agent.daemon import run
-        return run(args.root, args.listen_local, args.cgroup_parent, args.metrics_addr, agent_cmd.cluster_options(args))
+        return run(args.root, args.listen_local, args.cgroup_parent, args.metrics_addr, agent_cmd.cluster_options(args),
+                   args.default_subnet)
     if hasattr(args, "func"):
         return args.func(args)
     return 2

@@ -39,6 +39,8 @@ class Agent:
         self.root = root
         self.socket = root / "agent.sock"
         self.cgroup_parent = f"flotilla-test-{self.suffix}"
+        n = int(self.suffix, 16) if all(c in "0123456789abcdef" for c in self.suffix) else hash(self.suffix) & 0xFFFFFF
+        self.default_subnet = f"10.{160 + n % 96}.{n // 96 % 256}.0/24"  # its own default bridge network
         self.proc: subprocess.Popen | None = None
         self.start_args: list[str] = []
         self.env = {**os.environ, "FLOTILLA_HOST": f"unix://{self.socket}"}
@@ -48,7 +50,8 @@ class Agent:
         log = open(self.root / "agent.log", "ab")
         self.proc = subprocess.Popen(
             [str(BIN / "swarmd"), "agent", "--root", str(self.root / "state"), "--listen-local",
-             f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent, *self.start_args],
+             f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent,
+             "--default-subnet", self.default_subnet, *self.start_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         wait_for(lambda: self.proc.poll() is not None or self.ctl("ps", check=False).returncode == 0,
@@ -113,7 +116,7 @@ class Agent:
 
     # -- hygiene ---------------------------------------------------------------------
     def cleanup(self) -> None:
-        """Remove every container (with volumes) and every volume of this agent.
+        """Remove every container (with volumes), every volume and every user network of this agent.
 
         A test that failed while the agent was down (kill -9 tests) gets it started again
         first, so that its containers are still removed."""
@@ -127,6 +130,9 @@ class Agent:
                 stub.RemoveContainer(pb.RemoveRequest(ref=cid, force=True, volumes=True), timeout=60)
         for volume in stub.ListVolumes(pb.Empty(), timeout=30).volumes:
             stub.RemoveVolume(pb.RemoveVolumeRequest(name=volume.name, force=True), timeout=30)
+        for network in stub.ListNetworks(pb.Empty(), timeout=30).networks:
+            if network.name not in ("bridge", "host", "none"):  # user networks outlive their containers
+                stub.RemoveNetwork(pb.NetworkRef(ref=network.id), timeout=30)
 
     def leaks(self) -> list[str]:
         """Mounts, container cgroups and processes of this agent still present."""
