@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .fsutil import atomic_write_bytes
-
 LOCALHOST = (
     "127.0.0.1\tlocalhost\n"
     "::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -43,6 +41,6 @@ def write_etc_files(bundle: Path, hostname: str, network_mode: str, taken: set[s
         if destination in taken:
             continue
         source = bundle / Path(destination).name
-        atomic_write_bytes(source, data)
+        source.write_bytes(data)  # rewritten before every start and read only by it: no fsync needed
         binds.append((str(source), destination))
     return binds

@@ -166,9 +166,10 @@ class ImageStore:
         fsync_dir(self.meta_path.parent)  # a tag must survive a power loss like its blobs do
 
     def sweep(self) -> None:
-        """Remove leftovers of imports and unpacks interrupted by a crash."""
-        self.content.sweep()
-        sweep_temps(self.layers_dir)
+        """Remove leftovers of imports and unpacks interrupted by a crash (never of one in progress)."""
+        with self.lock:
+            self.content.sweep()
+            sweep_temps(self.layers_dir)
 
     # -- lookups --------------------------------------------------------------------------
     def resolve(self, ref: str) -> str:

@@ -34,7 +34,9 @@ class VolumeStore:
         self.lock = threading.RLock()
 
     def sweep(self) -> None:
-        sweep_temps(self.dir)
+        """Remove volumes half-created or half-removed when a crash interrupted it."""
+        with self.lock:
+            sweep_temps(self.dir)
 
     def create(self, name: str = "", labels: dict[str, str] | None = None, anonymous: bool = False) -> VolumeInfo:
         """Create a volume (a random 64-hex name when none is given); an existing name is returned as is."""

@@ -1,4 +1,4 @@
-"""`swarmd`: the Flotilla daemon. Subcommands start the agent (and, later, the manager)."""
+"""`swarmd`: the Flotilla daemon. A small dispatcher: each subcommand lives in its own package."""
 from __future__ import annotations
 
 import argparse
@@ -7,13 +7,21 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="swarmd", description="Flotilla daemon")
-    parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True)
+    agent = sub.add_parser("agent", help="run the node agent and its local runtime API")
+    agent.add_argument("--root", default="/var/lib/flotilla", help="state root (default %(default)s)")
+    agent.add_argument("--listen-local", default="unix:///run/flotilla/agent.sock",
+                       help="local API socket (default %(default)s)")
+    agent.add_argument("--cgroup-parent", default="flotilla", help="parent cgroup of containers (default %(default)s)")
+    agent.add_argument("--metrics-addr", default=None, help="serve Prometheus metrics on HOST:PORT")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    print(f"swarmd: {args.command} is not built yet", file=sys.stderr)
+    if args.command == "agent":
+        from flotilla.agent.daemon import run
+        return run(args.root, args.listen_local, args.cgroup_parent, args.metrics_addr)
     return 2
 
 

@@ -1,0 +1,204 @@
+"""Container start latency and memory, Flotilla side by side with runc (and Docker if running).
+
+Measures, in one run (medians of --runs repetitions):
+  (a) create + start + wait + remove of /bin/true through the gRPC API, warm client
+  (b) `swarmctl run --rm busybox /bin/true` end to end (a new CLI process each time)
+  (c) `runc run` of the same rootfs as an OCI bundle (`runc spec`, no network)
+  (d) `docker run --rm --network none` of the same rootfs, when a Docker engine is running
+and prints the ratios to runc, the shim's RSS per running container (20 `sleep` containers;
+containerd-shim-runc-v2 is about 13 MB) and the agent's idle RSS.
+
+Everything runs on a temporary agent with its own root, socket and cgroup parent, and is
+removed at the end, whatever happens.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CONTAINERD_SHIM_RSS_MB = 13.0
+SHIMS = 20
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def timed(fn, runs: int) -> float:
+    """Median wall time of `fn()` in milliseconds, after one warm-up call."""
+    fn()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)
+
+
+class BenchAgent:
+    def __init__(self, tmp: Path) -> None:
+        self.suffix = uuid.uuid4().hex[:8]
+        self.root = tmp / "state"
+        self.socket = tmp / "agent.sock"
+        self.cgroup_parent = f"flotilla-bench-{self.suffix}"
+        self.log = open(tmp / "agent.log", "wb")
+        self.proc = subprocess.Popen(
+            [str(BIN / "swarmd"), "agent", "--root", str(self.root), "--listen-local", f"unix://{self.socket}",
+             "--cgroup-parent", self.cgroup_parent], stdout=self.log, stderr=self.log, start_new_session=True)
+        import grpc
+        from flotilla.proto import runtime_pb2, runtime_pb2_grpc
+
+        self.pb = runtime_pb2
+        deadline = time.monotonic() + 30
+        while not self.socket.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the agent did not start; see {tmp / 'agent.log'}")
+            time.sleep(0.05)
+        self.channel = grpc.insecure_channel(f"unix://{self.socket}")
+        grpc.channel_ready_future(self.channel).result(timeout=10)
+        self.stub = runtime_pb2_grpc.RuntimeStub(self.channel)
+
+    def import_image(self, tar: Path, ref: str) -> None:
+        pb = self.pb
+
+        def requests():
+            yield pb.ImportImageRequest(header=pb.ImportHeader(reference=ref, changes_json='{"Cmd": ["sh"]}'))
+            with open(tar, "rb") as f:
+                while data := f.read(1 << 20):
+                    yield pb.ImportImageRequest(data=data)
+
+        self.stub.ImportImage(requests())
+
+    def run_true(self, image: str) -> None:
+        pb = self.pb
+        info = self.stub.CreateContainer(pb.ContainerSpec(image=image, cmd=["/bin/true"], cmd_set=True))
+        self.stub.StartContainer(pb.ContainerRef(ref=info.id))
+        self.stub.WaitContainer(pb.ContainerRef(ref=info.id))
+        self.stub.RemoveContainer(pb.RemoveRequest(ref=info.id, force=True))
+
+    def close(self) -> None:
+        pb = self.pb
+        try:
+            for c in self.stub.ListContainers(pb.ListContainersRequest(all=True)).containers:
+                self.stub.RemoveContainer(pb.RemoveRequest(ref=c.id, force=True, volumes=True))
+        finally:
+            self.channel.close()
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(15)
+            self.log.close()
+            for parent in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}"):
+                if parent.parent.is_symlink() or not parent.exists():
+                    continue
+                for child in sorted(parent.rglob("*"), reverse=True):
+                    if child.is_dir():
+                        child.rmdir()
+                parent.rmdir()
+
+
+def runc_bundle(tmp: Path, tar: Path) -> Path:
+    bundle = tmp / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    subprocess.run(["tar", "-xf", str(tar), "-C", str(bundle / "rootfs")], check=True)
+    subprocess.run(["runc", "spec"], cwd=bundle, check=True)
+    config = json.loads((bundle / "config.json").read_text())
+    config["process"]["terminal"] = False
+    config["process"]["args"] = ["/bin/true"]
+    (bundle / "config.json").write_text(json.dumps(config))  # runc spec's default: a new, empty netns
+    return bundle
+
+
+def docker_available() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+def shim_rss(agent: BenchAgent, image: str) -> tuple[float, float]:
+    """Average RSS of a shim over SHIMS running `sleep` containers, and the agent's RSS meanwhile (MB)."""
+    pb = agent.pb
+    ids = []
+    for _ in range(SHIMS):
+        info = agent.stub.CreateContainer(pb.ContainerSpec(image=image, cmd=["sleep", "600"], cmd_set=True))
+        agent.stub.StartContainer(pb.ContainerRef(ref=info.id))
+        ids.append(info.id)
+    pids = [int((agent.root / "containers" / cid / "shim.pid").read_text()) for cid in ids]
+    shim_mb = sum(rss_kb(p) for p in pids) / len(pids) / 1024
+    agent_mb = rss_kb(agent.proc.pid) / 1024
+    for cid in ids:
+        agent.stub.RemoveContainer(pb.RemoveRequest(ref=cid, force=True))
+    return shim_mb, agent_mb
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=20, help="repetitions per measurement (default 20)")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        raise SystemExit("the benchmark needs root (namespaces, cgroups)")
+    from flotilla.swarmd.busybox_image import write_busybox_tar
+
+    with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        tar = write_busybox_tar(tmp / "busybox.tar")
+        agent = BenchAgent(tmp)
+        results: dict[str, float] = {}
+        try:
+            image = f"bench-busybox-{agent.suffix}:latest"
+            agent.import_image(tar, image)
+            time.sleep(0.5)
+            idle_mb = rss_kb(agent.proc.pid) / 1024
+            results["grpc create+start+wait+rm"] = timed(lambda: agent.run_true(image), args.runs)
+            ctl = [str(BIN / "swarmctl"), "-H", f"unix://{agent.socket}", "run", "--rm", image, "/bin/true"]
+            results["swarmctl run --rm"] = timed(lambda: subprocess.run(ctl, check=True), args.runs)
+            bundle = runc_bundle(tmp, tar)
+            runc_root = tmp / "runc-state"
+
+            def runc_run() -> None:
+                subprocess.run(["runc", "--root", str(runc_root), "run", "-b", str(bundle),
+                                f"bench-{agent.suffix}-{uuid.uuid4().hex[:6]}"], check=True)
+            results["runc run"] = timed(runc_run, args.runs)
+            docker_note = ""
+            if docker_available():
+                dimage = f"flotilla-bench-busybox:{agent.suffix}"
+                subprocess.run(["docker", "import", str(tar), dimage], check=True, capture_output=True)
+                try:
+                    results["docker run --rm"] = timed(lambda: subprocess.run(
+                        ["docker", "run", "--rm", "--network", "none", dimage, "/bin/true"], check=True), args.runs)
+                finally:
+                    subprocess.run(["docker", "rmi", "-f", dimage], capture_output=True)
+            else:
+                docker_note = "docker: skipped (no Docker engine running)"
+            shim_mb, busy_agent_mb = shim_rss(agent, image)
+        finally:
+            agent.close()
+
+    runc_ms = results["runc run"]
+    print(f"container start, median of {args.runs} runs (busybox /bin/true):")
+    for name, ms in results.items():
+        print(f"  {name:28s} {ms:8.1f} ms   {ms / runc_ms:5.2f}x runc")
+    if docker_note:
+        print(f"  {docker_note}")
+    print(f"shim RSS per running container: {shim_mb:.2f} MB over {SHIMS} containers "
+          f"(containerd-shim-runc-v2: ~{CONTAINERD_SHIM_RSS_MB:.0f} MB, {shim_mb / CONTAINERD_SHIM_RSS_MB:.2f}x)")
+    print(f"agent RSS: {idle_mb:.1f} MB idle, {busy_agent_mb:.1f} MB with {SHIMS} running containers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
