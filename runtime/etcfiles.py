@@ -25,13 +25,15 @@ def _host_file(path: str) -> bytes:
         return b""
 
 
-def write_etc_files(bundle: Path, hostname: str, network_mode: str, taken: set[str]) -> list[tuple[str, str]]:
+def write_etc_files(bundle: Path, hostname: str, network_mode: str, taken: set[str],
+                    network_files: dict[str, bytes] | None = None) -> list[tuple[str, str]]:
     """Write the files into the bundle; returns (source, destination) pairs to bind-mount.
 
+    `network_files` (the network's `container_files`) wins when given. Without it,
     `network_mode="host"` shares the host's network, so the host's hosts and resolv.conf are
     copied; `none` has only loopback: localhost entries and an empty resolv.conf.
     """
-    contents = {
+    contents = network_files or {
         "/etc/hostname": f"{hostname}\n".encode(),
         "/etc/hosts": _host_file("/etc/hosts") if network_mode == "host" else LOCALHOST.encode(),
         "/etc/resolv.conf": _host_file("/etc/resolv.conf") if network_mode == "host" else b"",

@@ -35,6 +35,7 @@ from .errors import Conflict, InvalidArgument, NotFound, RuntimeFault, StartFail
 from .images import ImageInfo, ImageStore, apply_changes, chain_ids
 from .logs import LogEntry, read_log
 from .names import random_name
+from .netwiring import NetWiring
 from .procs import process_rows
 from .reference import parse_reference
 from .spec import ContainerSpec, ExecSpec, check_env, merge_env, parse_signal, validate_spec
@@ -67,7 +68,8 @@ class Runtime:
     """A local container runtime rooted at `root` with its own cgroup parent."""
 
     def __init__(self, root: Path, cgroup_parent: str = "flotilla", shim_path: Path | None = None,
-                 cgroup_root: Path = DEFAULT_ROOT) -> None:
+                 cgroup_root: Path = DEFAULT_ROOT, default_subnet: str = "10.88.0.0/16",
+                 network_options: dict[str, Any] | None = None) -> None:
         if shim_path is not None and Path(shim_path).resolve() != shim.SHIM_PATH:
             raise InvalidArgument(f"shim_path {shim_path}: only the built shim {shim.SHIM_PATH} is supported")
         self.root = Path(root)
@@ -80,6 +82,7 @@ class Runtime:
         self.tmpmounts.mkdir(exist_ok=True)
         self._lock = threading.RLock()
         self._busy: dict[str, int] = {}  # containers with a temporary rootfs mount (copy, export)
+        self.net = NetWiring(self.root, cgroup_parent, default_subnet, network_options)  # netwiring.py
 
     # ================================================================ recovery
     def recover(self) -> list[str]:
@@ -95,7 +98,12 @@ class Runtime:
                     running.append(cid)
                 elif self._cgroup(cid).exists():
                     self._cgroup(cid).destroy()  # finalized just before a crash
+            self.net.recover(running)
             return running
+
+    def close(self) -> None:
+        """Stop the network's DNS thread and close its handles; containers and kernel state stay."""
+        self.net.close()
 
     def close_cgroup_parent(self) -> None:
         """Remove this runtime's cgroup parent (when the agent shuts down for good, and in tests)."""
@@ -237,6 +245,7 @@ class Runtime:
         if cg.exists():
             st["oom_killed"] = cg.oom_kills() > 0
         st["finalized"] = True
+        self.net.release(record["id"])  # Docker keeps addresses and ports only while running
         self._store.save(record)  # before the cgroup (and its OOM counter) is gone; recover() removes it after a crash
         if cg.exists():
             cg.destroy()
@@ -287,6 +296,7 @@ class Runtime:
                 if m.is_bind and not os.path.exists(m.source):
                     raise InvalidArgument(f"invalid mount config: bind source path does not exist: {m.source}")
             lowerdirs = self._images.lower_dirs(image_id)
+            networks = self.net.configure(spec)
             made: list[str] = []
             try:
                 mounts = []
@@ -307,7 +317,7 @@ class Runtime:
                 record = {
                     "id": cid, "name": name, "created": now(), "image": spec.image, "image_id": image_id,
                     "spec": {**spec.to_dict(), "name": name}, "process": process, "lowerdirs": lowerdirs,
-                    "mounts": mounts, "state": new_state(),
+                    "mounts": mounts, "state": new_state(), "networks": networks,
                 }
                 self._store.create(record)
             except BaseException:
@@ -317,18 +327,20 @@ class Runtime:
             return self._info(cid)
 
     # ================================================================ start / attach / wait
-    def _shim_config(self, record: dict[str, Any], attach: bool) -> shim.ShimConfig:
+    def _shim_config(self, record: dict[str, Any], attach: bool, netns: str) -> shim.ShimConfig:
+        """`netns`: the namespace set up by the network (none for host networking)."""
         bundle = self._store.bundle(record["id"])
         spec = record["spec"]
         proc = record["process"]
-        namespaces = [ns for ns in shim.ALL_NAMESPACES if not (ns == "net" and spec["network_mode"] == "host")]
+        namespaces = [ns for ns in shim.ALL_NAMESPACES if ns != "net"]
         etc_binds = write_etc_files(bundle, proc["hostname"], spec["network_mode"],
-                                    {os.path.normpath(m["destination"]) for m in record["mounts"]})
+                                    {os.path.normpath(m["destination"]) for m in record["mounts"]},
+                                    self.net.files(record["id"]))
         return shim.ShimConfig(
             args=proc["args"], env=proc["env"], cwd=proc["cwd"], user=proc["user"] or None,
             hostname=proc["hostname"], lowerdir=record["lowerdirs"], upperdir=str(bundle / "upper"),
             workdir=str(bundle / "work"), rootfs=str(bundle / "rootfs"), readonly=spec["readonly_rootfs"],
-            namespaces=namespaces, cgroups=[str(p) for p in self._cgroup(record["id"]).paths()],
+            namespaces=namespaces, netns=netns or None, cgroups=[str(p) for p in self._cgroup(record["id"]).paths()],
             mounts=[*(shim.BindMount(src, dst) for src, dst in etc_binds),
                     *(shim.BindMount(m["source"], m["destination"], m["readonly"]) for m in record["mounts"])],
             tty=spec["tty"], stdin=spec["stdin_open"], wait_attach=attach,
@@ -360,11 +372,19 @@ class Runtime:
                                 pids_limit=spec["pids_limit"]))
             st = record["state"]
             try:
-                self._shim_config(record, attach).write(bundle / "shim.conf")
+                netns = self.net.setup(record, (self._images.oci_config(record["image_id"]).get("config") or {}).get("ExposedPorts"))
+            except RuntimeFault as e:
+                cg.destroy()
+                st.update(new_state() | {"restart_count": st["restart_count"], "exit_code": 125, "error": str(e)})
+                self._store.save(record)
+                raise StartFailed(str(e), 125) from None
+            try:
+                self._shim_config(record, attach, netns).write(bundle / "shim.conf")
                 started = now()  # before the process runs: a short one may be done when run() returns
                 proc = shim.run(bundle, wait_attach=attach)
             except (shim.ShimError, ValueError, OSError) as e:
                 cg.destroy()
+                self.net.release(cid)
                 for leftover in ("exit", "init.pid", "shim.pid"):
                     (bundle / leftover).unlink(missing_ok=True)
                 code = e.exit_code if isinstance(e, shim.ShimError) else 125
@@ -514,6 +534,7 @@ class Runtime:
             cg = self._cgroup(cid)
             if cg.exists():
                 cg.destroy()
+            self.net.release(cid)
             self._store.delete(cid)
             if volumes:
                 for m in record["mounts"]:
@@ -567,6 +588,7 @@ class Runtime:
                 "WorkingDir": proc["cwd"], "Labels": spec["labels"], "StopSignal": proc["stop_signal"],
                 "StopTimeout": spec["stop_timeout"],
             },
+            "NetworkSettings": self.net.settings(r, running),
             "GraphDriver": {"Name": "overlay", "Data": {
                 "LowerDir": ":".join(r["lowerdirs"]), "UpperDir": str(bundle / "upper"),
                 "WorkDir": str(bundle / "work"), "MergedDir": str(bundle / "rootfs")}},
@@ -782,3 +804,32 @@ class Runtime:
             self._images.ensure_layer(chain_ids(diff_ids)[-1], diff_id, diff_id)
             return self._images.add_image(config=config, diff_ids=diff_ids, layer_blobs=[*manifest_layers, diff_id],
                                           tag=tag, history=history, created=created)
+
+    # ================================================================ networks (the work is in netwiring.py)
+    def network_connect(self, network: str, ref: str, ip: str = "", aliases: list[str] | None = None) -> None:
+        """`network connect`: wired at once when running, otherwise at the next start."""
+        with self._lock:
+            cid = self._find(ref)
+            record = self._store.records[cid]
+            self.net.connect(record, self._status(cid) in ("running", "paused"), network, ip, list(aliases or []))
+            self._store.save(record)
+
+    def network_disconnect(self, network: str, ref: str) -> None:
+        with self._lock:
+            cid = self._find(ref)
+            record = self._store.records[cid]
+            self.net.disconnect(record, self._status(cid) in ("running", "paused"), network)
+            self._store.save(record)
+
+    def network_inspect(self, ref: str) -> dict:
+        with self._lock:
+            names = {cid: r["name"] for cid, r in self._store.records.items()}
+        return self.net.network_document(ref, names)
+
+    def ports(self, ref: str) -> list:
+        """The published ports of a running container (`port`): PortMapping with the host port taken."""
+        with self._lock:
+            cid = self._find(ref)
+            if self._status(cid) not in ("running", "paused"):
+                return []
+            return self.net.nm.ports(cid)

@@ -15,7 +15,6 @@ from .errors import InvalidArgument
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
 RESTART_POLICIES = ("no", "on-failure", "always", "unless-stopped")
-NETWORK_MODES = ("none", "host")
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses less: the container could not even start
 _MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -60,7 +59,7 @@ class ContainerSpec:
     readonly_rootfs: bool = False
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     auto_remove: bool = False
-    network_mode: str = "none"
+    network_mode: str = "bridge"   # bridge (default), host, none or a user network's name
     memory: int = 0
     cpus: float = 0.0
     cpu_shares: int = 0
@@ -68,6 +67,10 @@ class ContainerSpec:
     labels: dict[str, str] = field(default_factory=dict)
     stop_signal: str = "SIGTERM"
     stop_timeout: int = 10
+    ip: str = ""                   # --ip: static address on the network of network_mode
+    network_aliases: list[str] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)  # -p specs as typed (parse_port_spec)
+    publish_all: bool = False      # -P: every EXPOSEd port of the image on a random host port
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,8 +153,8 @@ def validate_spec(spec: ContainerSpec) -> None:
         raise InvalidArgument("cpu shares must be between 2 and 262144 (0 = default)")
     if spec.pids_limit < 0:
         raise InvalidArgument("pids limit must be 0 (unlimited) or positive")
-    if spec.network_mode not in NETWORK_MODES:
-        raise InvalidArgument(f"network mode {spec.network_mode!r} is not supported (use one of: {', '.join(NETWORK_MODES)})")
+    if not spec.network_mode:
+        raise InvalidArgument("network mode is empty: use bridge, host, none or a network's name")
     if spec.stop_timeout < 0:
         raise InvalidArgument("stop timeout must not be negative")
     parse_signal(spec.stop_signal)
