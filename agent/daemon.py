@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from flotilla.proto import runtime_pb2, runtime_pb2_grpc
 from flotilla.runtime.runtime import Runtime
 
+from .images_api import recover_images
 from .monitor import Monitor
 from .server import RuntimeService
 
@@ -68,7 +69,8 @@ def claim_socket(path: Path) -> None:
     raise AgentError(f"another process is listening on {path}")
 
 
-async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str | None) -> None:
+async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str | None,
+                insecure_registries: list[str] | None = None) -> None:
     path = socket_path(listen)
     root.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_root(root)
@@ -76,6 +78,8 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="runtime"))
     runtime = Runtime(root, cgroup_parent=cgroup_parent)
     adopted = await asyncio.to_thread(runtime.recover)
+    images = runtime.image_service(insecure_registries=insecure_registries)
+    await asyncio.to_thread(recover_images, images, root / "agent" / "tmp")  # what a killed pull/build left
     log.info("adopted %d running container(s)", len(adopted))
     monitor = Monitor(runtime, root / "agent")
     await monitor.start(adopted)
@@ -87,7 +91,7 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
         except (ValueError, OSError) as exc:
             raise AgentError(str(exc)) from None
 
-    service = RuntimeService(runtime, monitor, root / "agent" / "tmp")
+    service = RuntimeService(runtime, monitor, root / "agent" / "tmp", images)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 << 20)])
     runtime_pb2_grpc.add_RuntimeServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
@@ -116,10 +120,11 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     os.close(lock_fd)
 
 
-def run(root: str, listen: str, cgroup_parent: str, metrics_addr: str | None) -> int:
+def run(root: str, listen: str, cgroup_parent: str, metrics_addr: str | None,
+        insecure_registries: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(Path(root), listen, cgroup_parent, metrics_addr))
+        asyncio.run(serve(Path(root), listen, cgroup_parent, metrics_addr, insecure_registries))
     except AgentError as exc:
         log.error("%s", exc)
         return 1

@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import sys
 
+from .distribution import ensure_image
 from .errors import CLIError
 from .runflags import add_container_flags, container_spec
 
@@ -57,6 +58,7 @@ def cmd_run(client, args) -> int:
 
     pb = client.pb
     spec = container_spec(pb, args)
+    ensure_image(client, spec.image)  # pulled first when missing, as Docker does
     if args.detach:
         info = client.stub.CreateContainer(spec)
         client.stub.StartContainer(pb.ContainerRef(ref=info.id))
@@ -73,7 +75,9 @@ def cmd_run(client, args) -> int:
 
 
 def cmd_create(client, args) -> int:
-    info = client.stub.CreateContainer(container_spec(client.pb, args))
+    spec = container_spec(client.pb, args)
+    ensure_image(client, spec.image)
+    info = client.stub.CreateContainer(spec)
     print(info.id)
     return 0
 
