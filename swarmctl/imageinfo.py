@@ -86,8 +86,8 @@ def cmd_prune(client, args) -> int:
     report = client.stub.PruneImages(client.pb.PruneImagesRequest(all=args.all))
     if report.deleted:
         print("Deleted Images:")
-        for line in report.deleted:
-            print(line)
+        for line in report.deleted:  # rmi's "Deleted: x" lines; prune prints them in lower case, as Docker
+            print(line[:1].lower() + line[1:])
         print()
     print(f"Total reclaimed space: {human_size(report.space_reclaimed)}")
     return 0
