@@ -46,12 +46,16 @@ def spec_from_proto(msg: pb.ContainerSpec) -> rspec.ContainerSpec:
         readonly_rootfs=msg.readonly_rootfs,
         restart_policy=parse_restart_policy(msg.restart_policy),
         auto_remove=msg.auto_remove,
-        network_mode=msg.network_mode or "none",
+        network_mode=msg.network_mode or "bridge",
         memory=rspec.parse_memory(msg.memory) if msg.memory else 0,
         cpus=msg.cpus,
         cpu_shares=msg.cpu_shares,
         pids_limit=msg.pids_limit,
         labels=dict(msg.labels),
+        ip=msg.ip,
+        network_aliases=list(msg.network_aliases),
+        ports=list(msg.ports),
+        publish_all=msg.publish_all,
     )
     if msg.stop_signal:
         spec.stop_signal = msg.stop_signal

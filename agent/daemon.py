@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from flotilla.proto import runtime_pb2, runtime_pb2_grpc
+from flotilla.runtime.errors import RuntimeFault
 from flotilla.runtime.runtime import Runtime
 
 from .images_api import recover_images
@@ -70,14 +71,14 @@ def claim_socket(path: Path) -> None:
 
 
 async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str | None,
-                insecure_registries: list[str] | None = None) -> None:
+                default_subnet: str = "10.88.0.0/16", insecure_registries: list[str] | None = None) -> None:
     path = socket_path(listen)
     root.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_root(root)
     loop = asyncio.get_running_loop()
     loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="runtime"))
-    runtime = Runtime(root, cgroup_parent=cgroup_parent)
-    adopted = await asyncio.to_thread(runtime.recover)
+    runtime = Runtime(root, cgroup_parent=cgroup_parent, default_subnet=default_subnet)
+    adopted = await asyncio.to_thread(runtime.recover)  # also the networks: bridges, rules, DNS listeners
     images = runtime.image_service(insecure_registries=insecure_registries)
     await asyncio.to_thread(recover_images, images, root / "agent" / "tmp")  # what a killed pull/build left
     log.info("adopted %d running container(s)", len(adopted))
@@ -114,6 +115,7 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     await health_servicer.enter_graceful_shutdown()
     await server.stop(2)
     monitor.close()
+    runtime.close()  # the DNS server stops with the agent (containers keep their networking)
     if metrics is not None:
         metrics.shutdown()
     path.unlink(missing_ok=True)
@@ -121,11 +123,11 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
 
 
 def run(root: str, listen: str, cgroup_parent: str, metrics_addr: str | None,
-        insecure_registries: list[str] | None = None) -> int:
+        default_subnet: str = "10.88.0.0/16", insecure_registries: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(Path(root), listen, cgroup_parent, metrics_addr, insecure_registries))
-    except AgentError as exc:
+        asyncio.run(serve(Path(root), listen, cgroup_parent, metrics_addr, default_subnet, insecure_registries))
+    except (AgentError, RuntimeFault) as exc:
         log.error("%s", exc)
         return 1
     return 0

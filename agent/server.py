@@ -32,6 +32,7 @@ from . import convert, streams
 from .errors import status_for
 from .images_api import ImagesApi
 from .monitor import Monitor
+from .networks import NetworkHandlers
 
 log = logging.getLogger("flotilla.agent.server")
 T = TypeVar("T")
@@ -40,7 +41,7 @@ STREAM_AHEAD = 16       # items a streaming iterator may produce ahead of its cl
 _DONE = object()
 
 
-class RuntimeService(ImagesApi, pb_grpc.RuntimeServicer):
+class RuntimeService(NetworkHandlers, ImagesApi, pb_grpc.RuntimeServicer):
     def __init__(self, runtime: Runtime, monitor: Monitor, tmp_dir: Path, images: ImageService) -> None:
         self.rt = runtime
         self.images = images  # pull/push/build/... (images_api.py)

@@ -21,7 +21,7 @@ class Mount(_message.Message):
     def __init__(self, source: _Optional[str] = ..., destination: _Optional[str] = ..., readonly: _Optional[bool] = ...) -> None: ...
 
 class ContainerSpec(_message.Message):
-    __slots__ = ("image", "name", "cmd", "cmd_set", "entrypoint", "entrypoint_set", "env", "workdir", "user", "hostname", "tty", "stdin_open", "mounts", "readonly_rootfs", "restart_policy", "auto_remove", "network_mode", "memory", "cpus", "cpu_shares", "pids_limit", "labels", "stop_signal", "stop_timeout", "stop_timeout_set")
+    __slots__ = ("image", "name", "cmd", "cmd_set", "entrypoint", "entrypoint_set", "env", "workdir", "user", "hostname", "tty", "stdin_open", "mounts", "readonly_rootfs", "restart_policy", "auto_remove", "network_mode", "memory", "cpus", "cpu_shares", "pids_limit", "labels", "stop_signal", "stop_timeout", "stop_timeout_set", "ip", "network_aliases", "ports", "publish_all")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,10 @@ class ContainerSpec(_message.Message):
     STOP_SIGNAL_FIELD_NUMBER: _ClassVar[int]
     STOP_TIMEOUT_FIELD_NUMBER: _ClassVar[int]
     STOP_TIMEOUT_SET_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    NETWORK_ALIASES_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_ALL_FIELD_NUMBER: _ClassVar[int]
     image: str
     name: str
     cmd: _containers.RepeatedScalarFieldContainer[str]
@@ -79,7 +83,11 @@ class ContainerSpec(_message.Message):
     stop_signal: str
     stop_timeout: int
     stop_timeout_set: bool
-    def __init__(self, image: _Optional[str] = ..., name: _Optional[str] = ..., cmd: _Optional[_Iterable[str]] = ..., cmd_set: _Optional[bool] = ..., entrypoint: _Optional[_Iterable[str]] = ..., entrypoint_set: _Optional[bool] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., readonly_rootfs: _Optional[bool] = ..., restart_policy: _Optional[str] = ..., auto_remove: _Optional[bool] = ..., network_mode: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., cpu_shares: _Optional[int] = ..., pids_limit: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., stop_signal: _Optional[str] = ..., stop_timeout: _Optional[int] = ..., stop_timeout_set: _Optional[bool] = ...) -> None: ...
+    ip: str
+    network_aliases: _containers.RepeatedScalarFieldContainer[str]
+    ports: _containers.RepeatedScalarFieldContainer[str]
+    publish_all: bool
+    def __init__(self, image: _Optional[str] = ..., name: _Optional[str] = ..., cmd: _Optional[_Iterable[str]] = ..., cmd_set: _Optional[bool] = ..., entrypoint: _Optional[_Iterable[str]] = ..., entrypoint_set: _Optional[bool] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., readonly_rootfs: _Optional[bool] = ..., restart_policy: _Optional[str] = ..., auto_remove: _Optional[bool] = ..., network_mode: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., cpu_shares: _Optional[int] = ..., pids_limit: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., stop_signal: _Optional[str] = ..., stop_timeout: _Optional[int] = ..., stop_timeout_set: _Optional[bool] = ..., ip: _Optional[str] = ..., network_aliases: _Optional[_Iterable[str]] = ..., ports: _Optional[_Iterable[str]] = ..., publish_all: _Optional[bool] = ...) -> None: ...
 
 class ContainerInfo(_message.Message):
     __slots__ = ("id", "name", "image", "image_id", "command", "created", "status", "exit_code", "pid", "started_at", "finished_at", "restart_count", "labels")
@@ -647,3 +655,127 @@ class PruneImagesResponse(_message.Message):
     deleted: _containers.RepeatedScalarFieldContainer[str]
     space_reclaimed: int
     def __init__(self, deleted: _Optional[_Iterable[str]] = ..., space_reclaimed: _Optional[int] = ...) -> None: ...
+
+class NetworkInfo(_message.Message):
+    __slots__ = ("id", "name", "driver", "subnet", "gateway", "ip_range", "internal", "options", "labels", "created", "scope")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    IP_RANGE_FIELD_NUMBER: _ClassVar[int]
+    INTERNAL_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    driver: str
+    subnet: str
+    gateway: str
+    ip_range: str
+    internal: bool
+    options: _containers.ScalarMap[str, str]
+    labels: _containers.ScalarMap[str, str]
+    created: str
+    scope: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., driver: _Optional[str] = ..., subnet: _Optional[str] = ..., gateway: _Optional[str] = ..., ip_range: _Optional[str] = ..., internal: _Optional[bool] = ..., options: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Mapping[str, str]] = ..., created: _Optional[str] = ..., scope: _Optional[str] = ...) -> None: ...
+
+class CreateNetworkRequest(_message.Message):
+    __slots__ = ("name", "driver", "subnet", "gateway", "ip_range", "internal", "options", "labels")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DRIVER_FIELD_NUMBER: _ClassVar[int]
+    SUBNET_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    IP_RANGE_FIELD_NUMBER: _ClassVar[int]
+    INTERNAL_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    driver: str
+    subnet: str
+    gateway: str
+    ip_range: str
+    internal: bool
+    options: _containers.ScalarMap[str, str]
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, name: _Optional[str] = ..., driver: _Optional[str] = ..., subnet: _Optional[str] = ..., gateway: _Optional[str] = ..., ip_range: _Optional[str] = ..., internal: _Optional[bool] = ..., options: _Optional[_Mapping[str, str]] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class NetworkRef(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    def __init__(self, ref: _Optional[str] = ...) -> None: ...
+
+class ListNetworksResponse(_message.Message):
+    __slots__ = ("networks",)
+    NETWORKS_FIELD_NUMBER: _ClassVar[int]
+    networks: _containers.RepeatedCompositeFieldContainer[NetworkInfo]
+    def __init__(self, networks: _Optional[_Iterable[_Union[NetworkInfo, _Mapping]]] = ...) -> None: ...
+
+class ConnectNetworkRequest(_message.Message):
+    __slots__ = ("network", "container", "ip", "aliases")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    container: str
+    ip: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, network: _Optional[str] = ..., container: _Optional[str] = ..., ip: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class DisconnectNetworkRequest(_message.Message):
+    __slots__ = ("network", "container")
+    NETWORK_FIELD_NUMBER: _ClassVar[int]
+    CONTAINER_FIELD_NUMBER: _ClassVar[int]
+    network: str
+    container: str
+    def __init__(self, network: _Optional[str] = ..., container: _Optional[str] = ...) -> None: ...
+
+class PortBinding(_message.Message):
+    __slots__ = ("container_port", "proto", "host_ip", "host_port")
+    CONTAINER_PORT_FIELD_NUMBER: _ClassVar[int]
+    PROTO_FIELD_NUMBER: _ClassVar[int]
+    HOST_IP_FIELD_NUMBER: _ClassVar[int]
+    HOST_PORT_FIELD_NUMBER: _ClassVar[int]
+    container_port: int
+    proto: str
+    host_ip: str
+    host_port: int
+    def __init__(self, container_port: _Optional[int] = ..., proto: _Optional[str] = ..., host_ip: _Optional[str] = ..., host_port: _Optional[int] = ...) -> None: ...
+
+class PortResponse(_message.Message):
+    __slots__ = ("ports",)
+    PORTS_FIELD_NUMBER: _ClassVar[int]
+    ports: _containers.RepeatedCompositeFieldContainer[PortBinding]
+    def __init__(self, ports: _Optional[_Iterable[_Union[PortBinding, _Mapping]]] = ...) -> None: ...

@@ -184,6 +184,41 @@ class RuntimeStub:
                 request_serializer=flotilla_dot_proto_dot_runtime__pb2.RemoveVolumeRequest.SerializeToString,
                 response_deserializer=flotilla_dot_proto_dot_runtime__pb2.Empty.FromString,
                 _registered_method=True)
+        self.CreateNetwork = channel.unary_unary(
+                '/flotilla.runtime.v1.Runtime/CreateNetwork',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.CreateNetworkRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.NetworkInfo.FromString,
+                _registered_method=True)
+        self.ListNetworks = channel.unary_unary(
+                '/flotilla.runtime.v1.Runtime/ListNetworks',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.Empty.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.ListNetworksResponse.FromString,
+                _registered_method=True)
+        self.InspectNetwork = channel.unary_unary(
+                '/flotilla.runtime.v1.Runtime/InspectNetwork',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.NetworkRef.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.JsonDocument.FromString,
+                _registered_method=True)
+        self.RemoveNetwork = channel.unary_unary(
+                '/flotilla.runtime.v1.Runtime/RemoveNetwork',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.NetworkRef.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ConnectNetwork = channel.unary_unary(
+                '/flotilla.runtime.v1.Runtime/ConnectNetwork',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.ConnectNetworkRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.Empty.FromString,
+                _registered_method=True)
+        self.DisconnectNetwork = channel.unary_unary(
+                '/flotilla.runtime.v1.Runtime/DisconnectNetwork',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.DisconnectNetworkRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.Empty.FromString,
+                _registered_method=True)
+        self.Port = channel.unary_unary(
+                '/flotilla.runtime.v1.Runtime/Port',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.ContainerRef.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.PortResponse.FromString,
+                _registered_method=True)
         self.PullImage = channel.unary_stream(
                 '/flotilla.runtime.v1.Runtime/PullImage',
                 request_serializer=flotilla_dot_proto_dot_runtime__pb2.PullImageRequest.SerializeToString,
@@ -419,6 +454,49 @@ class RuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateNetwork(self, request, context):
+        """networks
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListNetworks(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def InspectNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConnectNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisconnectNetwork(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Port(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PullImage(self, request, context):
         """images: registries, archives, builds
         """
@@ -626,6 +704,41 @@ def add_RuntimeServicer_to_server(servicer, server):
                     servicer.RemoveVolume,
                     request_deserializer=flotilla_dot_proto_dot_runtime__pb2.RemoveVolumeRequest.FromString,
                     response_serializer=flotilla_dot_proto_dot_runtime__pb2.Empty.SerializeToString,
+            ),
+            'CreateNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateNetwork,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.CreateNetworkRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.NetworkInfo.SerializeToString,
+            ),
+            'ListNetworks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListNetworks,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.Empty.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.ListNetworksResponse.SerializeToString,
+            ),
+            'InspectNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.InspectNetwork,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.NetworkRef.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.JsonDocument.SerializeToString,
+            ),
+            'RemoveNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveNetwork,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.NetworkRef.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.Empty.SerializeToString,
+            ),
+            'ConnectNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConnectNetwork,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.ConnectNetworkRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.Empty.SerializeToString,
+            ),
+            'DisconnectNetwork': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisconnectNetwork,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.DisconnectNetworkRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.Empty.SerializeToString,
+            ),
+            'Port': grpc.unary_unary_rpc_method_handler(
+                    servicer.Port,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.ContainerRef.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.PortResponse.SerializeToString,
             ),
             'PullImage': grpc.unary_stream_rpc_method_handler(
                     servicer.PullImage,
@@ -1483,6 +1596,195 @@ class Runtime:
             '/flotilla.runtime.v1.Runtime/RemoveVolume',
             flotilla_dot_proto_dot_runtime__pb2.RemoveVolumeRequest.SerializeToString,
             flotilla_dot_proto_dot_runtime__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/CreateNetwork',
+            flotilla_dot_proto_dot_runtime__pb2.CreateNetworkRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.NetworkInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListNetworks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/ListNetworks',
+            flotilla_dot_proto_dot_runtime__pb2.Empty.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.ListNetworksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InspectNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/InspectNetwork',
+            flotilla_dot_proto_dot_runtime__pb2.NetworkRef.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.JsonDocument.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/RemoveNetwork',
+            flotilla_dot_proto_dot_runtime__pb2.NetworkRef.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConnectNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/ConnectNetwork',
+            flotilla_dot_proto_dot_runtime__pb2.ConnectNetworkRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisconnectNetwork(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/DisconnectNetwork',
+            flotilla_dot_proto_dot_runtime__pb2.DisconnectNetworkRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Port(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/Port',
+            flotilla_dot_proto_dot_runtime__pb2.ContainerRef.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.PortResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 
-from . import attaching, building, containers, distribution, files, imageinfo, images, inspecting, volumes
+from . import attaching, building, containers, distribution, files, imageinfo, images, inspecting, network, volumes
 from .client import Client, host_from
 from .errors import CLIError, from_rpc_error
 
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-H", "--host", default=None,
                         help="agent socket, unix:///PATH (default $FLOTILLA_HOST or unix:///run/flotilla/agent.sock)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (containers, attaching, inspecting, files, images, distribution, building, imageinfo, volumes):
+    for group in (containers, attaching, inspecting, files, images, distribution, building, imageinfo, volumes, network):
         group.register(sub)
     return parser
 

@@ -14,6 +14,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="local API socket (default %(default)s)")
     agent.add_argument("--cgroup-parent", default="flotilla", help="parent cgroup of containers (default %(default)s)")
     agent.add_argument("--metrics-addr", default=None, help="serve Prometheus metrics on HOST:PORT")
+    agent.add_argument("--default-subnet", default="10.88.0.0/16",
+                       help="subnet of the default bridge network (default %(default)s)")
     agent.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
                        help="registry reached without TLS verification (repeatable; loopback ones always are)")
     return parser
@@ -23,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "agent":
         from flotilla.agent.daemon import run
-        return run(args.root, args.listen_local, args.cgroup_parent, args.metrics_addr, args.insecure_registry)
+        return run(args.root, args.listen_local, args.cgroup_parent, args.metrics_addr, args.default_subnet,
+                   args.insecure_registry)
     return 2
 
 

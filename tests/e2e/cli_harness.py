@@ -39,6 +39,8 @@ class Agent:
         self.root = root
         self.socket = root / "agent.sock"
         self.cgroup_parent = f"flotilla-test-{self.suffix}"
+        n = int(self.suffix, 16) if all(c in "0123456789abcdef" for c in self.suffix) else hash(self.suffix) & 0xFFFFFF
+        self.default_subnet = f"10.{160 + n % 96}.{n // 96 % 256}.0/24"  # its own default bridge network
         self.proc: subprocess.Popen | None = None
         self.start_args: list[str] = []
         self.env = {**os.environ, "FLOTILLA_HOST": f"unix://{self.socket}"}
@@ -48,7 +50,8 @@ class Agent:
         log = open(self.root / "agent.log", "ab")
         self.proc = subprocess.Popen(
             [str(BIN / "swarmd"), "agent", "--root", str(self.root / "state"), "--listen-local",
-             f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent, *self.start_args],
+             f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent,
+             "--default-subnet", self.default_subnet, *self.start_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
         log.close()
         wait_for(lambda: self.proc.poll() is not None or self.ctl("ps", check=False).returncode == 0,

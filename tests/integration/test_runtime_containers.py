@@ -38,15 +38,22 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+def subnet_for(unique: str) -> str:
+    """The test's own default bridge subnet, so concurrent runs never share one."""
+    n = int(unique, 16)
+    return f"10.{160 + n % 96}.{n // 96 % 256}.0/24"
+
+
 @pytest.fixture
 def rt(tmp_path, unique, busybox_tar):
     root = tmp_path / "root"
-    runtime = Runtime(root, cgroup_parent=f"flotilla-test-{unique}")
+    runtime = Runtime(root, cgroup_parent=f"flotilla-test-{unique}", default_subnet=subnet_for(unique))
     runtime.import_image(busybox_tar, "busybox", {"Cmd": ["sh"]})
     yield runtime
     for c in runtime.list(all=True):
         runtime.remove(c.id, force=True, volumes=True)
     runtime.close_cgroup_parent()
+    runtime.close()
     assert list(Path("/sys/fs/cgroup").glob(f"*/flotilla-test-{unique}")) == []
     assert mounts_containing(str(root)) == []
     assert processes_mentioning(str(root)) == []
@@ -106,15 +113,17 @@ def test_lifecycle_exit_code_logs_inspect_remove(rt, unique):
 
 
 def test_generated_name_and_isolation(rt, unique):
-    out, code = run(rt, "sh", "-c", "hostname; cat /proc/net/dev | grep -c :; ps | wc -l; id -u")
+    out, code = run(rt, "sh", "-c", "hostname; cat /proc/net/dev | grep -c :; ps | wc -l; id -u", network_mode="none")
     hostname, netdevs, nprocs, uid = out.split()
     assert code == 0 and len(hostname) == 12 and netdevs == "1" and uid == "0"  # only lo in a new net ns
     assert int(nprocs) <= 4  # header, sh, ps, wc: no host process is visible
     name = rt.list(all=True)[0].name
     assert "_" in name
-    out, code = run(rt, "sh", "-c", "hostname; cat /etc/hostname; grep -c localhost /etc/hosts; wc -c < /etc/resolv.conf")
-    uts_name, name_file, localhost_lines, resolv_size = out.split()
-    assert name_file == uts_name and int(localhost_lines) >= 2 and resolv_size == "0"
+    out, code = run(rt, "sh", "-c", "hostname; cat /etc/hostname; grep -c localhost /etc/hosts; grep -c '^nameserver 127' /etc/resolv.conf",
+                    network_mode="none")
+    uts_name, name_file, localhost_lines, loopback_servers = out.split()
+    # none: the network's resolv.conf is the host's without loopback servers (unreachable from a netns)
+    assert name_file == uts_name and int(localhost_lines) >= 2 and loopback_servers == "0"
     out, code = run(rt, "sh", "-c", "hostname; cat /etc/resolv.conf", network_mode="host")
     assert out == socket.gethostname() + "\n" + Path("/etc/resolv.conf").read_text()
     out, code = run(rt, "cat", "/etc/hosts", mounts=[Mount(str(Path(__file__)), "/etc/hosts", readonly=True)])
@@ -382,7 +391,7 @@ def test_recover_adopts_running_containers_and_cleans_temp_mounts(rt, unique):
     from flotilla.runtime.native import syscalls
     syscalls.mount("tmpfs", stale, "tmpfs")
     # a new Runtime on the same root, as after an agent crash: state comes from the files
-    again = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}")
+    again = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}", default_subnet=subnet_for(unique))
     assert again.recover() == [c.id]
     assert not stale.exists() and mounts_containing(str(stale)) == []
     assert again.get(c.id).status == "running" and again.get(done.id).status == "exited"
@@ -402,7 +411,7 @@ def test_a_start_the_record_missed_is_adopted(rt, unique):
     before = json.loads((rt.root / "containers" / c.id / "config.json").read_text())
     rt.start(c.id)
     (rt.root / "containers" / c.id / "config.json").write_text(json.dumps(before))  # as if never saved
-    again = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}")
+    again = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}", default_subnet=subnet_for(unique))
     assert again.recover() == [c.id] and again.get(c.id).status == "running"
     assert again.get(c.id).pid == int((rt.root / "containers" / c.id / "init.pid").read_text())
     again.stop(c.id, timeout=0)
@@ -413,7 +422,7 @@ def test_a_start_the_record_missed_is_adopted(rt, unique):
     stale = json.loads(config.read_text())
     stale["state"]["shim_pid"], stale["state"]["finalized"] = 999_999_999, True  # above any pid_max: an old shim
     config.write_text(json.dumps(stale))
-    third = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}")
+    third = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}", default_subnet=subnet_for(unique))
     assert third.recover() == [c.id]
     third.stop(c.id, timeout=0)
     assert third.get(c.id).status == "exited"
