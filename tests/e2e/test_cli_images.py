@@ -98,12 +98,12 @@ def test_build_push_rmi_pull_run(ctl, agent, registry, context_dir, unique) -> N
     pulled = ctl("pull", name).stdout.splitlines()  # not a tty: plain lines, one per status change
     assert any(line.endswith(": Pull complete") for line in pulled) and pulled[-1] == name
     assert not any("[" in line for line in pulled), "byte bars are only for terminals"
-    run = ctl("run", "--rm", name).stdout
+    run = ctl("run", "--network", "none", "--rm", name).stdout
     # COPY and ARG reached RUN; RUN had its own network namespace with nothing but lo in it
     assert run == "hello from the context\nbuilt for e2e\nlo\n"
 
     ctl("rmi", name)
-    res = ctl("run", "--rm", name)  # a missing image is pulled first, as Docker does
+    res = ctl("run", "--network", "none", "--rm", name)  # a missing image is pulled first, as Docker does
     assert f"Unable to find image '{name}' locally" in res.stderr and res.stdout == run
     ctl("rmi", name)
 
@@ -131,7 +131,7 @@ def test_save_then_load(ctl, tmp_path, unique) -> None:
     ctl("rmi", tag)
     loaded = ctl("load", "-i", str(archive)).stdout
     assert f"Loaded image: {tag}" in loaded
-    assert ctl("run", "--rm", tag, "echo", "loaded").stdout == "loaded\n"
+    assert ctl("run", "--network", "none", "--rm", tag, "echo", "loaded").stdout == "loaded\n"
     ctl("rmi", tag)
     # a failed save leaves no file behind
     err = one_line_error(ctl("save", "-o", str(tmp_path / "none.tar"), f"nosuch-{unique}", check=False))
@@ -165,7 +165,7 @@ def test_bad_input_is_one_line(ctl, registry, unique) -> None:
     assert err.startswith("Error response from daemon:")
     err = one_line_error(ctl("pull", "Bad Reference!!", check=False))
     assert "Bad Reference!!" in err or "invalid" in err.lower()
-    res = ctl("run", "--rm", f"{registry.host}/nosuch/run-{unique}:1", check=False)
+    res = ctl("run", "--network", "none", "--rm", f"{registry.host}/nosuch/run-{unique}:1", check=False)
     assert res.returncode == 125 and "Unable to find image" in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("Error response from daemon:")
     down = f"127.0.0.1:{free_port()}"  # nothing listens: the registry, not the agent, is unreachable
@@ -180,7 +180,7 @@ def test_image_prune(ctl, unique) -> None:
     tag = f"prune-{unique}:1"
     ids = []
     for i in range(2):
-        ctl("run", "--name", f"c{i}-{unique}", IMAGE, "touch", f"/f{i}")
+        ctl("run", "--network", "none", "--name", f"c{i}-{unique}", IMAGE, "touch", f"/f{i}")
         ids.append(ctl("commit", f"c{i}-{unique}", tag).stdout.strip())
         ctl("rm", f"c{i}-{unique}")
     out = ctl("image", "prune", "-f").stdout
@@ -209,7 +209,7 @@ def test_docker_save_load_round_trip(ctl, tmp_path, unique) -> None:
         subprocess.run(["docker", "save", "-o", str(theirs), tag], check=True, capture_output=True)
         ctl("rmi", tag)
         assert f"Loaded image: {tag}" in ctl("load", "-i", str(theirs)).stdout
-        assert ctl("run", "--rm", tag, "echo", "ok").stdout == "ok\n"
+        assert ctl("run", "--network", "none", "--rm", tag, "echo", "ok").stdout == "ok\n"
         ctl("rmi", tag)
     finally:
         subprocess.run(["docker", "rmi", tag], capture_output=True)
