@@ -2,7 +2,7 @@
 
 Measures, in one run (medians of --runs repetitions):
   (a) create + start + wait + remove of /bin/true through the gRPC API, warm client
-  (b) `swarmctl run --rm busybox /bin/true` end to end (a new CLI process each time)
+  (b) `swarmctl run --rm --network none busybox /bin/true` end to end (a new CLI process each time)
   (c) `runc run` of the same rootfs as an OCI bundle (`runc spec`, no network)
   (d) `docker run --rm --network none` of the same rootfs, when a Docker engine is running
 and prints the ratios to runc, the shim's RSS per running container (20 `sleep` containers;
@@ -87,7 +87,8 @@ class BenchAgent:
 
     def run_true(self, image: str) -> None:
         pb = self.pb
-        info = self.stub.CreateContainer(pb.ContainerSpec(image=image, cmd=["/bin/true"], cmd_set=True))
+        info = self.stub.CreateContainer(pb.ContainerSpec(image=image, cmd=["/bin/true"], cmd_set=True,
+                                                          network_mode="none"))
         self.stub.StartContainer(pb.ContainerRef(ref=info.id))
         self.stub.WaitContainer(pb.ContainerRef(ref=info.id))
         self.stub.RemoveContainer(pb.RemoveRequest(ref=info.id, force=True))
@@ -134,7 +135,8 @@ def shim_rss(agent: BenchAgent, image: str) -> tuple[float, float]:
     pb = agent.pb
     ids = []
     for _ in range(SHIMS):
-        info = agent.stub.CreateContainer(pb.ContainerSpec(image=image, cmd=["sleep", "600"], cmd_set=True))
+        info = agent.stub.CreateContainer(pb.ContainerSpec(image=image, cmd=["sleep", "600"], cmd_set=True,
+                                                           network_mode="none"))
         agent.stub.StartContainer(pb.ContainerRef(ref=info.id))
         ids.append(info.id)
     pids = [int((agent.root / "containers" / cid / "shim.pid").read_text()) for cid in ids]
@@ -164,7 +166,7 @@ def main() -> int:
             time.sleep(0.5)
             idle_mb = rss_kb(agent.proc.pid) / 1024
             results["grpc create+start+wait+rm"] = timed(lambda: agent.run_true(image), args.runs)
-            ctl = [str(BIN / "swarmctl"), "-H", f"unix://{agent.socket}", "run", "--rm", image, "/bin/true"]
+            ctl = [str(BIN / "swarmctl"), "-H", f"unix://{agent.socket}", "run", "--rm", "--network", "none", image, "/bin/true"]
             results["swarmctl run --rm"] = timed(lambda: subprocess.run(ctl, check=True), args.runs)
             bundle = runc_bundle(tmp, tar)
             runc_root = tmp / "runc-state"
