@@ -58,7 +58,7 @@ def cmd_run(client, args) -> int:
 
     pb = client.pb
     spec = container_spec(pb, args)
-    ensure_image(client, spec.image)  # pulled first when missing, as Docker does
+    ensure_image(client, spec.image, args.pull)  # pulled first when missing, as Docker does
     if args.detach:
         info = client.stub.CreateContainer(spec)
         client.stub.StartContainer(pb.ContainerRef(ref=info.id))
@@ -76,7 +76,7 @@ def cmd_run(client, args) -> int:
 
 def cmd_create(client, args) -> int:
     spec = container_spec(client.pb, args)
-    ensure_image(client, spec.image)
+    ensure_image(client, spec.image, args.pull)
     info = client.stub.CreateContainer(spec)
     print(info.id)
     return 0

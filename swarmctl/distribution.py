@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--platform", default="", help="os/arch[/variant] to load from a multi-platform archive")
         p.set_defaults(func=cmd_load)
 
+    for name in ("run", "create"):  # Docker's --pull on the commands that create containers (containers.py)
+        sub.choices[name].add_argument("--pull", choices=("missing", "always", "never"), default="missing",
+                                       help="pull the image before creating: missing (default), always, never")
+
     p = sub.add_parser("login", help="log in to a registry (credentials are kept by the agent)")
     p.add_argument("-u", "--username", default="")
     p.add_argument("-p", "--password", default=None)
@@ -96,17 +100,21 @@ def cmd_pull(client, args) -> int:
     return 0
 
 
-def ensure_image(client, reference: str) -> None:
-    """`run`/`create` of an image that is not here pulls it first, as Docker does (progress on stderr)."""
+def ensure_image(client, reference: str, policy: str = "missing") -> None:
+    """`run`/`create --pull POLICY`: by default an image that is not here is pulled first, as
+    Docker does (progress on stderr); `always` pulls anyway, `never` leaves the error to create."""
     import grpc
 
-    try:
-        client.stub.InspectImage(client.pb.ImageRef(ref=reference))
+    if policy == "never":
         return
-    except grpc.RpcError as err:
-        if err.code() != grpc.StatusCode.NOT_FOUND:
-            raise
-    print(f"Unable to find image '{reference}' locally", file=sys.stderr)
+    if policy == "missing":
+        try:
+            client.stub.InspectImage(client.pb.ImageRef(ref=reference))
+            return
+        except grpc.RpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        print(f"Unable to find image '{reference}' locally", file=sys.stderr)
     pull(client, reference, out=sys.stderr)
 
 

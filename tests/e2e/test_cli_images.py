@@ -168,6 +168,8 @@ def test_bad_input_is_one_line(ctl, registry, unique) -> None:
     res = ctl("run", "--network", "none", "--rm", f"{registry.host}/nosuch/run-{unique}:1", check=False)
     assert res.returncode == 125 and "Unable to find image" in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("Error response from daemon:")
+    res = ctl("run", "--pull", "never", "--network", "none", "--rm", f"nosuch-{unique}:1", check=False)
+    assert res.returncode == 125 and "no such image" in one_line_error(res)
     down = f"127.0.0.1:{free_port()}"  # nothing listens: the registry, not the agent, is unreachable
     err = one_line_error(ctl("pull", f"{down}/x/y:1", check=False))
     assert err.startswith("Error response from daemon:") and "Is the agent running" not in err

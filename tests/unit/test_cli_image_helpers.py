@@ -82,3 +82,5 @@ def test_image_commands_parse_as_docker() -> None:
     assert (args.output, args.images) == ("out.tar", ["a", "b"])
     args = parser.parse_args(["image", "prune", "-a", "-f"])
     assert args.all and args.force
+    args = parser.parse_args(["run", "--pull", "never", "--rm", "img", "echo", "--pull"])
+    assert args.pull == "never" and args.image == "img" and args.command == ["echo", "--pull"]
