@@ -8,6 +8,7 @@ is running.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_harness import IMAGE, shut_down, started_agent
+from cli_harness import BIN, CGROUP_ROOT, IMAGE, shut_down, started_agent, wait_for
 from images_support import free_port, run_registry
 
 pytestmark = pytest.mark.root
@@ -33,19 +34,26 @@ CMD ["cat", "/srv/out.txt"]
 """
 
 
-@pytest.fixture(scope="module")
-def agent(tmp_path_factory, busybox_tar):
-    """An agent whose registry credentials live in this module's tmp dir (DOCKER_CONFIG)."""
-    config = tmp_path_factory.mktemp("docker-config")
+@contextlib.contextmanager
+def docker_config(path: Path):
+    """DOCKER_CONFIG set for an agent started inside the block (it inherits the environment)."""
     saved = os.environ.get("DOCKER_CONFIG")
-    os.environ["DOCKER_CONFIG"] = str(config)
+    os.environ["DOCKER_CONFIG"] = str(path)
     try:
-        agent = started_agent(tmp_path_factory.mktemp("agent"), busybox_tar)
+        yield
     finally:
         if saved is None:
             del os.environ["DOCKER_CONFIG"]
         else:
             os.environ["DOCKER_CONFIG"] = saved
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory, busybox_tar):
+    """An agent whose registry credentials live in this module's tmp dir (DOCKER_CONFIG)."""
+    config = tmp_path_factory.mktemp("docker-config")
+    with docker_config(config):
+        agent = started_agent(tmp_path_factory.mktemp("agent"), busybox_tar)
     agent.docker_config = config
     yield agent
     shut_down(agent)
@@ -191,6 +199,36 @@ def test_image_prune(ctl, unique) -> None:
     images = ctl("images", "-q").stdout
     assert ids[1][7:19] in images and ids[0][7:19] not in images
     ctl("rmi", tag)
+
+
+def test_agent_killed_mid_build_leaves_nothing(ctl, agent, tmp_path, unique) -> None:
+    """kill -9 of the agent while a RUN step runs: the next agent removes the step's process,
+    cgroup, network namespace, scratch dirs and the unpacked context; the store is as before."""
+    from flotilla.runtime.netwiring import instance_for
+
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox:latest\nRUN while [ ! -e /tmp/go ]; do sleep 0.05; done\n")
+    images_before = ctl("images", "-q").stdout
+    build = subprocess.Popen([str(BIN / "swarmctl"), "build", "-t", f"killed-{unique}", str(ctx)], env=agent.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def step_cgroups() -> list[Path]:  # v1 hierarchies and the v2 root alike
+        return [*CGROUP_ROOT.glob(f"*/{agent.cgroup_parent}/build-*"), *CGROUP_ROOT.glob(f"{agent.cgroup_parent}/build-*")]
+
+    wait_for(lambda: any((cg / "cgroup.procs").read_text().strip() for cg in step_cgroups()),
+             60, what="the RUN step to run in its build cgroup")
+    agent.kill9()
+    assert build.wait(30) != 0
+    with docker_config(agent.docker_config):
+        agent.start()
+    netns = f"netns-{instance_for(agent.cgroup_parent)}/build-"
+    assert not step_cgroups()
+    assert not [line for line in open("/proc/self/mountinfo") if netns in line]
+    state = agent.root / "state"
+    assert not [p for p in (state / "layers").iterdir() if p.name.startswith(".tmp")]
+    assert not list((state / "agent" / "tmp").glob("build-*"))
+    assert ctl("images", "-q").stdout == images_before
+    assert not agent.leaks()
 
 
 def docker_engine_running() -> bool:
