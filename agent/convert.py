@@ -95,6 +95,8 @@ def container_to_proto(info: Any) -> pb.ContainerInfo:
         started_at=to_epoch(info.started_at), finished_at=to_epoch(info.finished_at),
         restart_count=int(info.restart_count or 0),
         labels=dict(spec.labels) if spec is not None else {},
+        ports=[pb.PortBinding(container_port=p.container_port, proto=p.proto, host_ip=p.host_ip or "0.0.0.0",
+                              host_port=p.host_port) for p in getattr(info, "ports", [])],
     )
 
 

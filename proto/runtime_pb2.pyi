@@ -90,7 +90,7 @@ class ContainerSpec(_message.Message):
     def __init__(self, image: _Optional[str] = ..., name: _Optional[str] = ..., cmd: _Optional[_Iterable[str]] = ..., cmd_set: _Optional[bool] = ..., entrypoint: _Optional[_Iterable[str]] = ..., entrypoint_set: _Optional[bool] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., readonly_rootfs: _Optional[bool] = ..., restart_policy: _Optional[str] = ..., auto_remove: _Optional[bool] = ..., network_mode: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., cpu_shares: _Optional[int] = ..., pids_limit: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., stop_signal: _Optional[str] = ..., stop_timeout: _Optional[int] = ..., stop_timeout_set: _Optional[bool] = ..., ip: _Optional[str] = ..., network_aliases: _Optional[_Iterable[str]] = ..., ports: _Optional[_Iterable[str]] = ..., publish_all: _Optional[bool] = ...) -> None: ...
 
 class ContainerInfo(_message.Message):
-    __slots__ = ("id", "name", "image", "image_id", "command", "created", "status", "exit_code", "pid", "started_at", "finished_at", "restart_count", "labels")
+    __slots__ = ("id", "name", "image", "image_id", "command", "created", "status", "exit_code", "pid", "started_at", "finished_at", "restart_count", "labels", "ports")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +111,7 @@ class ContainerInfo(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
     RESTART_COUNT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    PORTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     image: str
@@ -124,7 +125,8 @@ class ContainerInfo(_message.Message):
     finished_at: float
     restart_count: int
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., image_id: _Optional[str] = ..., command: _Optional[str] = ..., created: _Optional[float] = ..., status: _Optional[str] = ..., exit_code: _Optional[int] = ..., pid: _Optional[int] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., restart_count: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    ports: _containers.RepeatedCompositeFieldContainer[PortBinding]
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., image: _Optional[str] = ..., image_id: _Optional[str] = ..., command: _Optional[str] = ..., created: _Optional[float] = ..., status: _Optional[str] = ..., exit_code: _Optional[int] = ..., pid: _Optional[int] = ..., started_at: _Optional[float] = ..., finished_at: _Optional[float] = ..., restart_count: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., ports: _Optional[_Iterable[_Union[PortBinding, _Mapping]]] = ...) -> None: ...
 
 class ImageInfo(_message.Message):
     __slots__ = ("id", "repo_tags", "created", "size", "config_json")

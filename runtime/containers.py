@@ -11,7 +11,7 @@ import os
 import re
 import shlex
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class ContainerInfo:
     finished_at: float
     restart_count: int
     spec: ContainerSpec
+    ports: list = field(default_factory=list)  # published PortMappings while running
 
 
 def resolve_process(spec: ContainerSpec, image: dict[str, Any], cid: str) -> dict[str, Any]:

@@ -176,9 +176,9 @@ class NetWiring:
             ports[f"{m.container_port}/{m.proto}"] = (ports[f"{m.container_port}/{m.proto}"] or []) + [
                 {"HostIp": m.host_ip or "0.0.0.0", "HostPort": str(m.host_port)}]
         first = next(iter(networks.values()), {})
-        state = self.nm.containers()
+        sandbox = running and cid in self.nm.containers() and self.nm.network(configured(record)[0]["network"]).driver != "host"
         return {
-            "SandboxKey": str(self.nm.names.netns_path(cid)) if running and cid in state and first.get("IPAddress") else "",
+            "SandboxKey": str(self.nm.names.netns_path(cid)) if sandbox else "",
             "Ports": ports, "Networks": networks,
             "IPAddress": first.get("IPAddress", ""), "IPPrefixLen": first.get("IPPrefixLen", 0),
             "Gateway": first.get("Gateway", ""), "MacAddress": first.get("MacAddress", ""),

@@ -272,6 +272,7 @@ class Runtime:
             exit_code=0 if running else st["exit_code"], pid=st["pid"] if running else 0,
             started_at=st["started_at"], finished_at=0.0 if running else st["finished_at"],
             restart_count=st["restart_count"], spec=ContainerSpec.from_dict(r["spec"]),
+            ports=self.net.nm.ports(cid) if running else [],
         )
 
     def list(self, all: bool = False) -> list[ContainerInfo]:  # noqa: A002 (Docker's flag name)

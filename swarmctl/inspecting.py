@@ -49,7 +49,9 @@ def cmd_ps(client, args) -> int:
     now = time.time()
     rows = [[c.id if args.no_trunc else short_id(c.id), c.image, quoted_command(c.command, not args.no_trunc),
              f"{human_duration(now - c.created)} ago",
-             container_status(c.status, c.exit_code, c.started_at, c.finished_at, now), "", c.name] for c in infos]
+             container_status(c.status, c.exit_code, c.started_at, c.finished_at, now),
+             ", ".join(f"{p.host_ip}:{p.host_port}->{p.container_port}/{p.proto}" for p in c.ports), c.name]
+            for c in infos]
     print(table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"], rows))
     return 0
 

@@ -116,7 +116,7 @@ class Agent:
 
     # -- hygiene ---------------------------------------------------------------------
     def cleanup(self) -> None:
-        """Remove every container (with volumes) and every volume of this agent.
+        """Remove every container (with volumes), every volume and every user network of this agent.
 
         A test that failed while the agent was down (kill -9 tests) gets it started again
         first, so that its containers are still removed."""
@@ -130,6 +130,9 @@ class Agent:
                 stub.RemoveContainer(pb.RemoveRequest(ref=cid, force=True, volumes=True), timeout=60)
         for volume in stub.ListVolumes(pb.Empty(), timeout=30).volumes:
             stub.RemoveVolume(pb.RemoveVolumeRequest(name=volume.name, force=True), timeout=30)
+        for network in stub.ListNetworks(pb.Empty(), timeout=30).networks:
+            if network.name not in ("bridge", "host", "none"):  # user networks outlive their containers
+                stub.RemoveNetwork(pb.NetworkRef(ref=network.id), timeout=30)
 
     def leaks(self) -> list[str]:
         """Mounts, container cgroups and processes of this agent still present."""

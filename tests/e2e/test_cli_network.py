@@ -67,9 +67,8 @@ def net(ctl, agent, unique):
         made.append(name)
         return name
     yield create
-    agent.cleanup()
-    for name in made:
-        ctl("network", "rm", name)
+    agent.cleanup()  # containers first, then the user networks
+    assert not [n for n in made if f" {n} " in ctl("network", "ls").stdout]
     left = ours(agent)
     assert left == {"links": [], "netns": [], "iptables": []}, left
 
@@ -181,6 +180,7 @@ def test_published_port_from_the_host_loopback_and_another_machine(ctl, agent, n
     ctl("run", "-d", "--name", f"web-{unique}", "--network", n, "-p", "7", IMAGE, *ECHO)
     port = host_port(ctl, f"web-{unique}")
     assert ctl("port", f"web-{unique}").stdout == f"7/tcp -> 0.0.0.0:{port}\n"
+    assert f"0.0.0.0:{port}->7/tcp" in ctl("ps").stdout
     assert agent.inspect(f"web-{unique}")["NetworkSettings"]["Ports"] == {"7/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(port)}]}
     wait_for(lambda: tcp_echo("127.0.0.1", port) == b"hello\n", what="the published port on 127.0.0.1")
     assert tcp_echo(outside.host_ip, port, b"local") == b"local\n"  # a host address, from the host
@@ -278,3 +278,30 @@ def test_agent_restart_keeps_networking_and_leaves_no_duplicates(ctl, agent, net
         assert res.stdout == "again\n"
         out = ctl("exec", f"cli-{unique}", "sh", "-c", echo_script(f"srv-{unique}", "by-name")).stdout
         assert "got=by-name" in out, out
+
+
+def test_restarts_rewire_the_container(ctl, agent, net, unique):
+    """A restart policy and `restart` start the container afresh: address, name and port come back."""
+    n = net(f"rs-{unique}", "--subnet", free_subnet())
+    with socket.socket() as s:  # a port free right now, published explicitly so it stays the same
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # one connection per run: the server exits after each, the policy starts it again
+    ctl("run", "-d", "--name", f"once-{unique}", "--restart", "always", "--network", n, "-p", f"{port}:7",
+        IMAGE, "nc", "-l", "-p", "7", "-e", "cat")
+    for word in (b"first", b"second"):
+        wait_for(lambda: _try_echo(port, word), 20, what=f"the port to answer {word!r} after a restart")
+    wait_for(lambda: agent.inspect(f"once-{unique}")["RestartCount"] >= 1, 20, what="a restart by policy")
+    ctl("restart", "-t", "0", f"once-{unique}")
+    wait_for(lambda: _try_echo(port, b"third"), 20, what="the port after `restart`")
+    ctl("run", "-d", "--name", f"cli-{unique}", "--network", n, IMAGE, "sleep", "1000")
+    wait_for(lambda: agent.status(f"once-{unique}") == "running", 20, what="the server to run again")
+    out = ctl("exec", f"cli-{unique}", "sh", "-c", echo_script(f"once-{unique}", "by-name")).stdout
+    assert f"resolved={ip_on(agent, f'once-{unique}', n)}" in out
+
+
+def _try_echo(port: int, word: bytes) -> bool:
+    try:
+        return tcp_echo("127.0.0.1", port, word) == word + b"\n"
+    except OSError:
+        return False

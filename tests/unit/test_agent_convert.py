@@ -22,7 +22,7 @@ def test_spec_from_proto_parses_what_the_user_typed():
     assert spec.mounts[0].source == "/src" and spec.mounts[0].readonly
     unset = convert.spec_from_proto(pb.ContainerSpec(image="busybox"))
     assert unset.cmd is None and unset.entrypoint is None and unset.stop_timeout == 10
-    assert unset.network_mode == "none" and unset.restart_policy.name == "no"
+    assert unset.network_mode == "bridge" and unset.restart_policy.name == "no"
 
 
 @pytest.mark.parametrize("text", ["always:2", "on-failure:x"])

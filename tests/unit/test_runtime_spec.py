@@ -66,7 +66,7 @@ def test_parse_signal():
     (ContainerSpec("i", cpus=1000), "range of CPUs"),
     (ContainerSpec("i", cpu_shares=1), "cpu shares"),
     (ContainerSpec("i", pids_limit=-2), "pids limit"),
-    (ContainerSpec("i", network_mode="bridge"), "network mode"),
+    (ContainerSpec("i", network_mode=""), "network mode is empty"),
     (ContainerSpec("i", env=["NOVALUE"]), "expected NAME=value"),
     (ContainerSpec("i", workdir="rel"), "absolute path"),
     (ContainerSpec("i", stop_signal="SIGNOPE"), "invalid signal"),
