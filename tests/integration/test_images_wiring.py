@@ -106,3 +106,16 @@ def test_commit_on_a_gzip_image_labels_each_layer_by_its_blob(runtime, tmp_path)
     assert [layer["mediaType"] for layer in manifest["layers"]] == [
         "application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.oci.image.layer.v1.tar+gzip",
         "application/vnd.oci.image.layer.v1.tar"]
+
+
+def test_image_service_of_the_runtime_knows_its_containers(runtime) -> None:
+    """Prune through the runtime's service keeps images that containers use; insecure list applies."""
+    svc = runtime.image_service(insecure_registries=["reg.lan:5000"])
+    assert svc.is_insecure("reg.lan:5000") and svc.is_insecure("127.0.0.1:5000") and not svc.is_insecure("reg.example.com")
+    busybox = runtime.image("busybox:latest")
+    cid = runtime.create(ContainerSpec(image="busybox:latest", cmd=["true"], network_mode="none")).id
+    assert svc.prune(all_images=True)["deleted"] == []
+    assert runtime.image("busybox:latest").id == busybox.id
+    runtime.remove(cid)
+    assert any(busybox.id in line for line in svc.prune(all_images=True)["deleted"])
+    assert runtime.images() == []

@@ -93,3 +93,11 @@ def test_image_commands_parse_as_docker() -> None:
     assert args.all and args.force
     args = parser.parse_args(["run", "--pull", "never", "--rm", "img", "echo", "--pull"])
     assert args.pull == "never" and args.image == "img" and args.command == ["echo", "--pull"]
+
+
+def test_swarmd_agent_takes_insecure_registries() -> None:
+    from flotilla.swarmd.main import build_parser as swarmd_parser
+
+    args = swarmd_parser().parse_args(["agent", "--insecure-registry", "10.0.0.5:5000", "--insecure-registry", "reg.lan"])
+    assert args.insecure_registry == ["10.0.0.5:5000", "reg.lan"]
+    assert swarmd_parser().parse_args(["agent"]).insecure_registry == []
