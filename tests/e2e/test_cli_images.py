@@ -129,6 +129,16 @@ def test_dockerignore_and_bad_dockerfile(ctl, tmp_path, context_dir, unique) -> 
     assert f"-{unique}" not in ctl("images").stdout
 
 
+def test_dockerfile_outside_the_context_and_target(ctl, tmp_path, context_dir, unique) -> None:
+    outside = tmp_path / "other.Dockerfile"
+    outside.write_text("FROM busybox:latest AS first\nCOPY greeting.txt /g\nFROM first\nCOPY secret.txt /s\n")
+    out = ctl("build", "-q", "-f", str(outside), "--target", "first", "-t", f"outside-{unique}", str(context_dir)).stdout
+    assert out.startswith("sha256:") and out.count("\n") == 1  # -q: only the id
+    doc = json.loads(ctl("image", "inspect", f"outside-{unique}").stdout)[0]
+    assert len(doc["RootFS"]["diff_ids"]) == 2  # busybox + COPY; the secret.txt stage was not built
+    ctl("rmi", f"outside-{unique}")
+
+
 def test_save_then_load(ctl, tmp_path, unique) -> None:
     tag = f"saved-{unique}:v1"
     ctl("tag", IMAGE, tag)
