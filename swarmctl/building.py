@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tarfile
-import tempfile
 from pathlib import Path
 
 from .distribution import image_subparsers, show_operation
@@ -53,8 +51,12 @@ def key_values(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
-def context_tar(context: str) -> tempfile.SpooledTemporaryFile:
-    """The context's files minus `.dockerignore`d ones, as a tar (rewound); links are not followed."""
+def context_tar(context: str):
+    """The context's files minus `.dockerignore`d ones, as a tar in a rewound SpooledTemporaryFile;
+    links are not followed. (Imports here: swarmctl's start-up pays only for argparse.)"""
+    import tarfile
+    import tempfile
+
     from flotilla.runtime.errors import InvalidArgument
     from flotilla.runtime.imaging.buildcontext import BuildContext
 

@@ -7,13 +7,10 @@ progress it streams back (progress.py).
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
-import tempfile
 
 from .errors import CLIError
-from .progress import ProgressPrinter
 
 CHUNK = 1 << 20
 
@@ -67,6 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def show_operation(responses, out, quiet: bool = False):
     """Print the progress of a streamed image operation; returns its final result message."""
+    from .progress import ProgressPrinter
+
     printer = ProgressPrinter(out, out.isatty())
     result = None
     for msg in responses:
@@ -129,6 +128,8 @@ def cmd_save(client, args) -> int:
             sys.stdout.buffer.write(chunk.data)
         sys.stdout.buffer.flush()
         return 0
+    import tempfile
+
     target = os.path.abspath(args.output)
     try:  # a temp file renamed at the end: a failed save never leaves a truncated archive
         fd, tmp = tempfile.mkstemp(prefix=".swarmctl-save-", dir=os.path.dirname(target))
@@ -170,6 +171,8 @@ def cmd_load(client, args) -> int:
 
 
 def cmd_login(client, args) -> int:
+    import getpass
+
     username, password = args.username, args.password
     if args.password_stdin:
         if password is not None:
