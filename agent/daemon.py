@@ -24,6 +24,7 @@ from flotilla.proto import runtime_pb2, runtime_pb2_grpc
 from flotilla.runtime.errors import RuntimeFault
 from flotilla.runtime.runtime import Runtime
 
+from .images_api import recover_images
 from .monitor import Monitor
 from .server import RuntimeService
 
@@ -70,7 +71,8 @@ def claim_socket(path: Path) -> None:
 
 
 async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str | None,
-                cluster: dict | None = None, default_subnet: str = "10.88.0.0/16") -> None:
+                cluster: dict | None = None, default_subnet: str = "10.88.0.0/16",
+                insecure_registries: list[str] | None = None) -> None:
     path = socket_path(listen)
     root.mkdir(parents=True, exist_ok=True)
     lock_fd = lock_root(root)
@@ -78,13 +80,15 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     loop.set_default_executor(ThreadPoolExecutor(max_workers=32, thread_name_prefix="runtime"))
     runtime = Runtime(root, cgroup_parent=cgroup_parent, default_subnet=default_subnet)
     adopted = await asyncio.to_thread(runtime.recover)  # also the networks: bridges, rules, DNS listeners
+    images = runtime.image_service(insecure_registries=insecure_registries)
+    await asyncio.to_thread(recover_images, images, root / "agent" / "tmp")  # what a killed pull/build left
     log.info("adopted %d running container(s)", len(adopted))
     monitor = Monitor(runtime, root / "agent")
     await monitor.start(adopted)
     agent = None
     if cluster:  # `--manager`: run the cluster's tasks too (flotilla.agent.session)
         from .session import ClusterAgent
-        agent = ClusterAgent(runtime, root / "agent", **cluster)
+        agent = ClusterAgent(runtime, root / "agent", images=images, **cluster)
         await agent.start()
     metrics = None
     if metrics_addr:
@@ -94,7 +98,7 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
         except (ValueError, OSError) as exc:
             raise AgentError(str(exc)) from None
 
-    service = RuntimeService(runtime, monitor, root / "agent" / "tmp")
+    service = RuntimeService(runtime, monitor, root / "agent" / "tmp", images)
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 16 << 20)])
     runtime_pb2_grpc.add_RuntimeServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
@@ -127,10 +131,11 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
 
 
 def run(root: str, listen: str, cgroup_parent: str, metrics_addr: str | None, cluster: dict | None = None,
-        default_subnet: str = "10.88.0.0/16") -> int:
+        default_subnet: str = "10.88.0.0/16", insecure_registries: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(Path(root), listen, cgroup_parent, metrics_addr, cluster, default_subnet))
+        asyncio.run(serve(Path(root), listen, cgroup_parent, metrics_addr, cluster, default_subnet,
+                          insecure_registries))
     except (AgentError, RuntimeFault) as exc:
         log.error("%s", exc)
         return 1

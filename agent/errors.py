@@ -10,8 +10,10 @@ from __future__ import annotations
 import grpc
 
 from flotilla.runtime import errors
+from flotilla.runtime.imaging.errors import RegistryError, Unauthorized
 
 EXIT_CODE_KEY = "exit-code"
+SOURCE_KEY = "error-source"  # "registry": an UNAVAILABLE that the registry caused, not the agent
 
 
 def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
@@ -29,6 +31,10 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[st
         return grpc.StatusCode.DEADLINE_EXCEEDED, message, ()
     if isinstance(exc, errors.StartFailed):
         return grpc.StatusCode.FAILED_PRECONDITION, message, ((EXIT_CODE_KEY, str(exc.exit_code)),)
+    if isinstance(exc, Unauthorized):
+        return grpc.StatusCode.UNAUTHENTICATED, message, ()
+    if isinstance(exc, RegistryError):  # UNAVAILABLE, marked so the CLI does not call the agent unreachable
+        return grpc.StatusCode.UNAVAILABLE, message, ((SOURCE_KEY, "registry"),)
     if isinstance(exc, errors.RuntimeFault):
         return grpc.StatusCode.UNKNOWN, message, ()
     return grpc.StatusCode.INTERNAL, f"internal error: {message}", ()

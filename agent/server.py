@@ -25,10 +25,12 @@ import grpc
 from flotilla.proto import runtime_pb2 as pb
 from flotilla.proto import runtime_pb2_grpc as pb_grpc
 from flotilla.runtime import errors
+from flotilla.runtime.imaging.service import ImageService
 from flotilla.runtime.runtime import Runtime
 
 from . import convert, streams
 from .errors import status_for
+from .images_api import ImagesApi
 from .monitor import Monitor
 from .networks import NetworkHandlers
 
@@ -39,9 +41,10 @@ STREAM_AHEAD = 16       # items a streaming iterator may produce ahead of its cl
 _DONE = object()
 
 
-class RuntimeService(NetworkHandlers, pb_grpc.RuntimeServicer):
-    def __init__(self, runtime: Runtime, monitor: Monitor, tmp_dir: Path) -> None:
+class RuntimeService(NetworkHandlers, ImagesApi, pb_grpc.RuntimeServicer):
+    def __init__(self, runtime: Runtime, monitor: Monitor, tmp_dir: Path, images: ImageService) -> None:
         self.rt = runtime
+        self.images = images  # pull/push/build/... (images_api.py)
         self.monitor = monitor
         self._tmp = tmp_dir
         self._tmp.mkdir(parents=True, exist_ok=True)
@@ -365,12 +368,6 @@ class RuntimeService(NetworkHandlers, pb_grpc.RuntimeServicer):
     async def ListImages(self, request, context):
         infos = await self._call(context, self.rt.images)
         return pb.ListImagesResponse(images=[convert.image_to_proto(i) for i in infos])
-
-    async def InspectImage(self, request, context):
-        info = await self._call(context, self.rt.image, request.ref)
-        doc = {"Id": info.id, "RepoTags": list(info.repo_tags), "Created": convert.to_epoch(info.created),
-               "Size": info.size, "Config": info.config}
-        return pb.JsonDocument(json=json.dumps(doc, default=str))
 
     async def RemoveImage(self, request, context):
         lines = await self._call(context, self.rt.remove_image, request.ref, request.force)

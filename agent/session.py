@@ -113,16 +113,15 @@ class ClusterAgent:
     """Runs the node's share of the cluster: sessions, assignments, reports, log publishing."""
 
     def __init__(self, runtime: Runtime, state_dir: Path, managers: list[str], hostname: str = "",
-                 labels: dict[str, str] | None = None) -> None:
+                 labels: dict[str, str] | None = None, images: ImageService | None = None) -> None:
         self.runtime = runtime
         self.managers = list(managers)
         self.hostname = hostname or socket.gethostname()
         self.labels = dict(labels or {})
         self.identity = NodeIdentity(state_dir)
         self.reporter = Reporter()
-        # the images helper's ImageService over the runtime's store (its documented hook, for now
-        # the runtime's private store): tasks pull the image they need in Prepare
-        images = ImageService(runtime._images, users=runtime._image_users)
+        # tasks pull the image they need in Prepare, through the agent's one ImageService
+        images = images if images is not None else runtime.image_service()
         self.worker = Worker(runtime, self.reporter, images)
         self.logs = LogPublisher(runtime, self.worker)
         self.session_id = ""

@@ -219,6 +219,51 @@ class RuntimeStub:
                 request_serializer=flotilla_dot_proto_dot_runtime__pb2.ContainerRef.SerializeToString,
                 response_deserializer=flotilla_dot_proto_dot_runtime__pb2.PortResponse.FromString,
                 _registered_method=True)
+        self.PullImage = channel.unary_stream(
+                '/flotilla.runtime.v1.Runtime/PullImage',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.PullImageRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.FromString,
+                _registered_method=True)
+        self.PushImage = channel.unary_stream(
+                '/flotilla.runtime.v1.Runtime/PushImage',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.PushImageRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.FromString,
+                _registered_method=True)
+        self.Login = channel.unary_unary(
+                '/flotilla.runtime.v1.Runtime/Login',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.LoginRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.StatusLine.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/flotilla.runtime.v1.Runtime/Logout',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.StatusLine.FromString,
+                _registered_method=True)
+        self.SaveImages = channel.unary_stream(
+                '/flotilla.runtime.v1.Runtime/SaveImages',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.SaveImagesRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.Chunk.FromString,
+                _registered_method=True)
+        self.LoadImages = channel.stream_stream(
+                '/flotilla.runtime.v1.Runtime/LoadImages',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.LoadImagesRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.FromString,
+                _registered_method=True)
+        self.BuildImage = channel.stream_stream(
+                '/flotilla.runtime.v1.Runtime/BuildImage',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.BuildImageRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.FromString,
+                _registered_method=True)
+        self.ImageHistory = channel.unary_unary(
+                '/flotilla.runtime.v1.Runtime/ImageHistory',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.HistoryRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.HistoryResponse.FromString,
+                _registered_method=True)
+        self.PruneImages = channel.unary_unary(
+                '/flotilla.runtime.v1.Runtime/PruneImages',
+                request_serializer=flotilla_dot_proto_dot_runtime__pb2.PruneImagesRequest.SerializeToString,
+                response_deserializer=flotilla_dot_proto_dot_runtime__pb2.PruneImagesResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServicer:
@@ -452,6 +497,61 @@ class RuntimeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PullImage(self, request, context):
+        """images: registries, archives, builds
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PushImage(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Login(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadImages(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BuildImage(self, request_iterator, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImageHistory(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PruneImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -639,6 +739,51 @@ def add_RuntimeServicer_to_server(servicer, server):
                     servicer.Port,
                     request_deserializer=flotilla_dot_proto_dot_runtime__pb2.ContainerRef.FromString,
                     response_serializer=flotilla_dot_proto_dot_runtime__pb2.PortResponse.SerializeToString,
+            ),
+            'PullImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.PullImage,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.PullImageRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.SerializeToString,
+            ),
+            'PushImage': grpc.unary_stream_rpc_method_handler(
+                    servicer.PushImage,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.PushImageRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.SerializeToString,
+            ),
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.LoginRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.StatusLine.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.LogoutRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.StatusLine.SerializeToString,
+            ),
+            'SaveImages': grpc.unary_stream_rpc_method_handler(
+                    servicer.SaveImages,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.SaveImagesRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.Chunk.SerializeToString,
+            ),
+            'LoadImages': grpc.stream_stream_rpc_method_handler(
+                    servicer.LoadImages,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.LoadImagesRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.SerializeToString,
+            ),
+            'BuildImage': grpc.stream_stream_rpc_method_handler(
+                    servicer.BuildImage,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.BuildImageRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.SerializeToString,
+            ),
+            'ImageHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImageHistory,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.HistoryRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.HistoryResponse.SerializeToString,
+            ),
+            'PruneImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.PruneImages,
+                    request_deserializer=flotilla_dot_proto_dot_runtime__pb2.PruneImagesRequest.FromString,
+                    response_serializer=flotilla_dot_proto_dot_runtime__pb2.PruneImagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1640,6 +1785,249 @@ class Runtime:
             '/flotilla.runtime.v1.Runtime/Port',
             flotilla_dot_proto_dot_runtime__pb2.ContainerRef.SerializeToString,
             flotilla_dot_proto_dot_runtime__pb2.PortResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PullImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/PullImage',
+            flotilla_dot_proto_dot_runtime__pb2.PullImageRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PushImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/PushImage',
+            flotilla_dot_proto_dot_runtime__pb2.PushImageRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/Login',
+            flotilla_dot_proto_dot_runtime__pb2.LoginRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.StatusLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/Logout',
+            flotilla_dot_proto_dot_runtime__pb2.LogoutRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.StatusLine.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/SaveImages',
+            flotilla_dot_proto_dot_runtime__pb2.SaveImagesRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadImages(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/flotilla.runtime.v1.Runtime/LoadImages',
+            flotilla_dot_proto_dot_runtime__pb2.LoadImagesRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BuildImage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/flotilla.runtime.v1.Runtime/BuildImage',
+            flotilla_dot_proto_dot_runtime__pb2.BuildImageRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.ImageOperationOutput.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImageHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/ImageHistory',
+            flotilla_dot_proto_dot_runtime__pb2.HistoryRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.HistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PruneImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotilla.runtime.v1.Runtime/PruneImages',
+            flotilla_dot_proto_dot_runtime__pb2.PruneImagesRequest.SerializeToString,
+            flotilla_dot_proto_dot_runtime__pb2.PruneImagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

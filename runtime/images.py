@@ -310,7 +310,8 @@ class ImageStore:
             manifest = {
                 "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
                 "config": {"mediaType": MEDIA_CONFIG, "digest": image_id, "size": len(cfg_bytes)},
-                "layers": [{"mediaType": MEDIA_LAYER, "digest": b, "size": self.content.size(b)} for b in layer_blobs],
+                "layers": [{"mediaType": self._layer_media_type(b), "digest": b, "size": self.content.size(b)}
+                           for b in layer_blobs],
             }
             manifest_digest = self.content.write(json.dumps(manifest, sort_keys=True).encode())
             meta = self._meta()
@@ -319,6 +320,17 @@ class ImageStore:
                 meta["tags"][tag] = image_id
             self._save(meta)
             return self.info(image_id)
+
+    def _layer_media_type(self, digest: str) -> str:
+        """The OCI media type of a stored layer blob by its magic bytes: a commit on top of a
+        pulled image reuses gzip or zstd blobs, and a manifest calling them plain tars is wrong."""
+        with self.content.open(digest) as f:
+            head = f.read(4)
+        if head.startswith(b"\x1f\x8b"):
+            return MEDIA_LAYER + "+gzip"
+        if head.startswith(b"\x28\xb5\x2f\xfd"):
+            return MEDIA_LAYER + "+zstd"
+        return MEDIA_LAYER
 
     def register_image(self, manifest_digest: str, tags: list[str], repo_digests: list[str] | None = None) -> ImageInfo:
         """Publish an image whose manifest, config and layer blobs are already stored (issue 3: pull, load, build).

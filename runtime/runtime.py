@@ -33,6 +33,10 @@ from .containers import ContainerInfo, ContainerStore, command_string, new_state
 from .etcfiles import write_etc_files
 from .errors import Conflict, InvalidArgument, NotFound, RuntimeFault, StartFailed, Timeout
 from .images import ImageInfo, ImageStore, apply_changes, chain_ids
+from .imaging.auth import CredentialStore
+from .imaging.sandbox import BuildSandbox
+from .imaging.service import ImageService
+from .imaging.tlsconfig import DEFAULT_CERTS_DIR
 from .logs import LogEntry, read_log
 from .names import random_name
 from .netwiring import NetWiring
@@ -129,6 +133,13 @@ class Runtime:
     def remove_image(self, ref: str, force: bool = False) -> list[str]:
         with self._lock:
             return self._images.remove(ref, force, self._image_users)
+
+    def image_service(self, insecure_registries: list[str] | None = None, credentials: CredentialStore | None = None,
+                      certs_dir: Path = DEFAULT_CERTS_DIR) -> ImageService:
+        """Pull/push/save/load/build (issue 3) over this runtime's image store, container table and
+        cgroups: prune keeps images that containers use, RUN steps get a netns and a cgroup here."""
+        return ImageService(self._images, credentials, insecure_registries, users=self._image_users,
+                            certs_dir=certs_dir, sandbox=BuildSandbox(self.cgroups, self.net.nm), users_lock=self._lock)
 
     def _image_users(self, image_id: str) -> list[str]:
         return [cid[:12] for cid, r in self._store.records.items() if r["image_id"] == image_id]

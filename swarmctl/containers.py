@@ -5,18 +5,27 @@ import argparse
 import contextlib
 import sys
 
+from .distribution import ensure_image
 from .errors import CLIError
 from .runflags import add_container_flags, container_spec
+
+
+def _add_pull_flag(p: argparse.ArgumentParser) -> None:
+    """Docker's --pull on the commands that create containers (the pull itself: distribution.py)."""
+    p.add_argument("--pull", choices=("missing", "always", "never"), default="missing",
+                   help="pull the image before creating: missing (default), always, never")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="create and start a container", add_help=False)
     add_container_flags(p)
+    _add_pull_flag(p)
     p.add_argument("-d", "--detach", action="store_true", help="run in the background and print the id")
     p.set_defaults(func=cmd_run, error_exit=125)
 
     p = sub.add_parser("create", help="create a container", add_help=False)
     add_container_flags(p)
+    _add_pull_flag(p)
     p.set_defaults(func=cmd_create, error_exit=125)
 
     p = sub.add_parser("start", help="start stopped containers")
@@ -57,6 +66,7 @@ def cmd_run(client, args) -> int:
 
     pb = client.pb
     spec = container_spec(pb, args)
+    ensure_image(client, spec.image, args.pull)  # pulled first when missing, as Docker does
     if args.detach:
         info = client.stub.CreateContainer(spec)
         client.stub.StartContainer(pb.ContainerRef(ref=info.id))
@@ -73,7 +83,9 @@ def cmd_run(client, args) -> int:
 
 
 def cmd_create(client, args) -> int:
-    info = client.stub.CreateContainer(container_spec(client.pb, args))
+    spec = container_spec(client.pb, args)
+    ensure_image(client, spec.image, args.pull)
+    info = client.stub.CreateContainer(spec)
     print(info.id)
     return 0
 

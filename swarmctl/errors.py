@@ -15,7 +15,8 @@ def from_rpc_error(err, host: str, default_exit: int = 1) -> CLIError:
     import grpc
 
     code = err.code()
-    if code == grpc.StatusCode.UNAVAILABLE:
+    from_registry = ("error-source", "registry") in tuple(err.trailing_metadata() or ())
+    if code == grpc.StatusCode.UNAVAILABLE and not from_registry:
         return CLIError(f"Cannot connect to the Flotilla agent at {host}. Is the agent running?", 1)
     if code == grpc.StatusCode.CANCELLED:
         return CLIError("request cancelled", 1)

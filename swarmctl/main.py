@@ -15,7 +15,8 @@ from .client import Client, host_from
 from .errors import CLIError, from_rpc_error
 
 # The command group modules, in the order their commands appear in the help.
-GROUPS = ("containers", "attaching", "inspecting", "files", "images", "volumes", "network", "cluster")
+GROUPS = ("containers", "attaching", "inspecting", "files", "images", "distribution", "building", "imageinfo",
+          "volumes", "network", "cluster")
 # Hot commands and the one group that defines each: running one imports nothing else.
 COMMAND_GROUP = {
     **dict.fromkeys(("run", "create", "start", "stop", "restart", "kill", "pause", "unpause", "rm", "wait"),

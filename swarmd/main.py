@@ -18,6 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
     agent.add_argument("--metrics-addr", default=None, help="serve Prometheus metrics on HOST:PORT")
     agent.add_argument("--default-subnet", default="10.88.0.0/16",
                        help="subnet of the default bridge network (default %(default)s)")
+    agent.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                       help="registry reached without TLS verification (repeatable; loopback ones always are)")
     agent_cmd.add_cluster_flags(agent)
     hollow_cmd.add_parser(sub)
     manager_cmd.add_parser(sub)
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "agent":
         from flotilla.agent.daemon import run
         return run(args.root, args.listen_local, args.cgroup_parent, args.metrics_addr, agent_cmd.cluster_options(args),
-                   args.default_subnet)
+                   args.default_subnet, args.insecure_registry)
     if hasattr(args, "func"):
         return args.func(args)
     return 2

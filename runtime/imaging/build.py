@@ -12,6 +12,7 @@ Layers are committed through `layerwriter` and the image is published with
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -38,6 +39,7 @@ from .manifest import OCI_CONFIG, OCI_MANIFEST, Descriptor, Manifest, manifest_j
 from .progress import Progress, ProgressEvent, ignore
 from .reference import parse as parse_ref
 from .runstep import ensure_root, run_step
+from .sandbox import BuildSandbox
 from .transaction import StoreTransaction
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -92,9 +94,11 @@ class BuildOptions:
 class Builder:
     """Builds images into an ImageStore. `base_image(ref, platform)` returns an image id (pulling if needed)."""
 
-    def __init__(self, images: ImageStore, base_image: Callable[[str, str], str]) -> None:
+    def __init__(self, images: ImageStore, base_image: Callable[[str, str], str], sandbox: BuildSandbox | None = None) -> None:
+        """`sandbox`: the runtime's netns + cgroup for RUN steps (none: the shim's own empty netns, no cgroup)."""
         self.images = images
         self.base_image = base_image
+        self.sandbox = sandbox
         self.cache_path = images.layers_dir.parent / CACHE_FILE
 
     # -- cache ----------------------------------------------------------------------------
@@ -289,8 +293,9 @@ class Builder:
         # ARG values are visible to RUN unless an ENV of the same name overrides them (Docker's rule).
         visible = {**state.proxy, **state.args}
         env = merge_env([f"{k}={v}" for k, v in visible.items()], image_env)
-        result = run_step(self.images.layers_dir, self._lower_dirs(state), args, env,
-                          state.config.get("WorkingDir") or "/", state.config.get("User") or "")
+        with self.sandbox.placement() if self.sandbox else contextlib.nullcontext() as placement:
+            result = run_step(self.images.layers_dir, self._lower_dirs(state), args, env,
+                              state.config.get("WorkingDir") or "/", state.config.get("User") or "", placement)
         try:
             for line in result.output:
                 progress(ProgressEvent("", line))

@@ -3,10 +3,12 @@
 The container gets an overlay of the current layers with a fresh upper dir; after the
 process ends, the upper dir (with overlay whiteouts for deletions) is the step's new layer.
 It uses the runtime's own shim (`flotilla.runtime.shim`) with Docker's default capabilities,
-masked paths and namespaces, and the host network namespace — what `docker build --network
-host` does; builds reach the network the host has. The bundle lives under `layers/.tmp-*`, so
-after a crash the runtime's sweep removes it; the overlay is only ever mounted inside the
-container's own mount namespace, so no mount can leak.
+masked paths and namespaces. The network is never the host's: with a `Placement` (sandbox.py:
+a netns with `lo` up and a cgroup under the runtime's parent, what the agent's builds get)
+the step joins those; without one (the library used alone) the shim gives it a new, empty
+network namespace. The bundle lives under `layers/.tmp-*`, so after a crash the runtime's
+sweep removes it; the overlay is only ever mounted inside the container's own mount
+namespace, so no mount can leak.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from pathlib import Path
 from .. import shim
 from ..errors import InvalidArgument
 from ..fsutil import remove_tree
+from .sandbox import HOSTNAME, Placement
 
 
 @dataclass
@@ -37,17 +40,20 @@ class RunResult:
         remove_tree(self.bundle)
 
 
-def run_step(scratch_dir: Path, lower_dirs: list[str], args: list[str], env: list[str], cwd: str, user: str) -> RunResult:
+def run_step(scratch_dir: Path, lower_dirs: list[str], args: list[str], env: list[str], cwd: str, user: str,
+             placement: Placement | None = None) -> RunResult:
     """Run `args` to completion; the caller turns `result.upper` into a layer, then `discard()`s."""
     bundle = scratch_dir / f".tmp-run-{secrets.token_hex(8)}"
     for sub in ("upper", "work", "rootfs", "empty"):
         (bundle / sub).mkdir(parents=True)
     try:
         conf = shim.ShimConfig(
-            args=args, env=env, cwd=cwd or "/", user=user or None, hostname="buildkitsandbox",
+            args=args, env=env, cwd=cwd or "/", user=user or None, hostname=HOSTNAME,
             lowerdir=lower_dirs or [str(bundle / "empty")], upperdir=str(bundle / "upper"),
             workdir=str(bundle / "work"), rootfs=str(bundle / "rootfs"),
-            namespaces=[n for n in shim.ALL_NAMESPACES if n != "net"], log=str(bundle / "log.json"))
+            namespaces=[n for n in shim.ALL_NAMESPACES if n != "net" or placement is None],
+            netns=placement.netns if placement else None, cgroups=placement.cgroups if placement else [],
+            log=str(bundle / "log.json"))
         conf.write(bundle / "shim.conf")
         try:
             proc = shim.run(bundle)

@@ -8,7 +8,9 @@ the client stream. Errors are the runtime's (`InvalidArgument`, `NotFound`, `Con
 """
 from __future__ import annotations
 
+import contextlib
 import json
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
@@ -22,6 +24,7 @@ from .auth import Credentials, CredentialStore
 from .build import Builder, BuildOptions
 from .progress import Progress, ignore
 from .reference import parse, registry_domain
+from .sandbox import BuildSandbox
 from .registry import RegistryClient, is_loopback
 from .tlsconfig import DEFAULT_CERTS_DIR
 
@@ -44,13 +47,19 @@ class ImageService:
     def __init__(self, images: ImageStore, credentials: CredentialStore | None = None,
                  insecure_registries: list[str] | None = None,
                  users: Callable[[str], list[str]] = lambda _image_id: [],
-                 certs_dir: Path = DEFAULT_CERTS_DIR) -> None:
-        """`users(image_id)` lists containers using an image (prune keeps those), as in `ImageStore.remove`."""
+                 certs_dir: Path = DEFAULT_CERTS_DIR, sandbox: BuildSandbox | None = None,
+                 users_lock: AbstractContextManager[Any] | None = None) -> None:
+        """`users(image_id)` lists containers using an image (prune keeps those), as in `ImageStore.remove`;
+        `users_lock` is held around prune so no container can be created on an image being removed
+        (the Runtime's container lock; taken before the store's, as `Runtime.remove_image` does).
+        `sandbox` places RUN steps in their own netns and cgroup (`Runtime.image_service()` gives one)."""
         self.images = images
         self.credentials = credentials or CredentialStore()
         self.insecure = set(insecure_registries or [])
         self.users = users
         self.certs_dir = certs_dir
+        self.sandbox = sandbox
+        self.users_lock = users_lock or contextlib.nullcontext()
 
     def recover(self) -> None:
         """At agent start-up, before serving: drop what a crash (kill -9) mid pull/load/build left.
@@ -58,6 +67,8 @@ class ImageService:
         Temp dirs go with the runtime's sweep; blobs and layer dirs written before the crash
         are unreferenced and go with a gc. Safe only while no image operation runs (start-up).
         """
+        if self.sandbox is not None:
+            self.sandbox.recover()
         with self.images.lock:
             self.images.sweep()
             self.images.gc()
@@ -124,7 +135,7 @@ class ImageService:
                     raise
             return self.pull(ref, platform=platform, progress=progress).id
 
-        return Builder(self.images, base_image).build(Path(context_dir), options or BuildOptions(), progress)
+        return Builder(self.images, base_image, self.sandbox).build(Path(context_dir), options or BuildOptions(), progress)
 
     # -- inspection -------------------------------------------------------------------------
     def inspect(self, ref: str) -> dict[str, Any]:
@@ -163,7 +174,7 @@ class ImageService:
         Returns {"deleted": [...lines...], "space_reclaimed": bytes} and drops the build cache
         entries whose layers are gone.
         """
-        with self.images.lock:
+        with self.users_lock, self.images.lock:
             before = self._disk_usage()
             meta = self.images._meta()
             tagged = set(meta["tags"].values())

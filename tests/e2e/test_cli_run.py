@@ -96,7 +96,7 @@ def test_interactive_stdin_without_tty(ctl):
 
 
 @pytest.mark.parametrize("argv, code, fragment", [
-    (["run", "--rm", "nosuchimage:1"], 125, "nosuchimage"),
+    (["run", "--rm", "--pull", "never", "nosuchimage:1"], 125, "nosuchimage"),  # never: no pull from docker.io
     (["run", "--rm", IMAGE, "/no/such/command"], 127, "no/such/command"),
     (["run", "--rm", IMAGE, "/etc/passwd"], 126, "passwd"),
     (["run", "--rm", "-m", "12zb", IMAGE, "true"], 125, "memory"),
