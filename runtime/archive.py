@@ -14,6 +14,7 @@ convert between the two.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import stat
@@ -279,3 +280,23 @@ def tar_path(dir_fd: int, base: str, arcname: str) -> Iterator[bytes]:
     """One file or directory (recursively) as a tar stream whose top entry is `arcname`."""
     yield from TreeWriter().entry(dir_fd, base, arcname)
     yield b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+class IterReader(io.RawIOBase):
+    """A readable stream over an iterator of byte chunks (tar_tree's output, stored as a blob)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks, self.buf = chunks, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        while not self.buf:
+            try:
+                self.buf = next(self.chunks)
+            except StopIteration:
+                return 0
+        n = min(len(b), len(self.buf))
+        b[:n], self.buf = self.buf[:n], self.buf[n:]
+        return n

@@ -8,14 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-LOCALHOST = (
-    "127.0.0.1\tlocalhost\n"
-    "::1\tlocalhost ip6-localhost ip6-loopback\n"
-    "fe00::0\tip6-localnet\n"
-    "ff00::0\tip6-mcastprefix\n"
-    "ff02::1\tip6-allnodes\n"
-    "ff02::2\tip6-allrouters\n"
-)
+from .network.files import hosts as hosts_file
+
 
 
 def _host_file(path: str) -> bytes:
@@ -35,7 +29,7 @@ def write_etc_files(bundle: Path, hostname: str, network_mode: str, taken: set[s
     """
     contents = network_files or {
         "/etc/hostname": f"{hostname}\n".encode(),
-        "/etc/hosts": _host_file("/etc/hosts") if network_mode == "host" else LOCALHOST.encode(),
+        "/etc/hosts": _host_file("/etc/hosts") if network_mode == "host" else hosts_file("", "").encode(),
         "/etc/resolv.conf": _host_file("/etc/resolv.conf") if network_mode == "host" else b"",
     }
     binds = []

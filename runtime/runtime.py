@@ -48,26 +48,6 @@ from .volumes import VolumeInfo, VolumeStore
 KILL_WAIT = 10.0  # how long a SIGKILLed container may take to disappear before it is an error
 
 
-class _IterStream(io.RawIOBase):
-    """A readable stream over an iterator of byte chunks (to store a generated tar as a blob)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks, self.buf = chunks, b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self.buf:
-            try:
-                self.buf = next(self.chunks)
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self.buf))
-        b[:n], self.buf = self.buf[:n], self.buf[n:]
-        return n
-
-
 class Runtime:
     """A local container runtime rooted at `root` with its own cgroup parent."""
 
@@ -805,7 +785,7 @@ class Runtime:
                 try:
                     with self._images.lock:
                         diff_id = self._images.content.write_stream(
-                            io.BufferedReader(_IterStream(archive.tar_tree(upper, whiteouts=True))))
+                            io.BufferedReader(archive.IterReader(archive.tar_tree(upper, whiteouts=True))))
                 finally:
                     os.close(upper)
             finally:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from .. import archive
@@ -20,32 +19,11 @@ from .transaction import StoreTransaction
 from .unpack import unpack_layer
 
 
-class IterReader(io.RawIOBase):
-    """A readable stream over an iterator of byte chunks (the tar writer's output)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks = chunks
-        self.buf = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: memoryview) -> int:  # type: ignore[override]
-        while not self.buf:
-            try:
-                self.buf = next(self.chunks)
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self.buf))
-        b[:n], self.buf = self.buf[:n], self.buf[n:]
-        return n
-
-
 def commit_tree(images: ImageStore, tx: StoreTransaction, tree: Path, parent_chain: str | None) -> tuple[Descriptor, str]:
     """Store `tree` as a layer on top of `parent_chain`; returns (layer descriptor, diff id)."""
     fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        reader = io.BufferedReader(IterReader(archive.tar_tree(fd, whiteouts=True)), 1 << 20)
+        reader = io.BufferedReader(archive.IterReader(archive.tar_tree(fd, whiteouts=True)), 1 << 20)
         diff_id = images.content.write_stream(reader)  # type: ignore[arg-type]
     finally:
         os.close(fd)
