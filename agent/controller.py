@@ -29,6 +29,7 @@ from flotilla.runtime.runtime import Runtime
 
 from .reporter import Reporter
 from .task_container import container_name, container_spec, grace_seconds
+from .task_networks import TaskNetworks
 
 log = logging.getLogger("flotilla.agent.controller")
 
@@ -44,11 +45,13 @@ class TaskController:
     """Drives one task's container toward what the manager wants."""
 
     def __init__(self, task: pb.Task, runtime: Runtime, reporter: Reporter, node_id: str,
-                 container_id: str | None = None, images: ImageService | None = None) -> None:
+                 container_id: str | None = None, images: ImageService | None = None,
+                 networks: TaskNetworks | None = None) -> None:
         self.task = task
         self.container_id = container_id
         self._rt = runtime
         self._images = images
+        self._networks = networks or TaskNetworks(runtime)
         self._reporter = reporter
         self._node_id = node_id
         observed = reporter.observed(task.id)
@@ -134,9 +137,16 @@ class TaskController:
         self._report(pb.ACCEPTED)
         self._report(pb.PREPARING)
         try:
-            spec = container_spec(self.task, self._node_id)
-            await self._ensure_image(spec.image)
-            info = await asyncio.to_thread(self._rt.create, spec)
+            container_spec(self.task, self._node_id)  # a bad spec is refused before any pull or network
+            await self._ensure_image(self.task.spec.container.image)
+            async with self._networks.attached(self.task) as nets:
+                first = nets[0] if nets else None
+                spec = container_spec(self.task, self._node_id, first.network if first else "none",
+                                      first.aliases if first else None)
+                info = await asyncio.to_thread(self._rt.create, spec)
+                self.container_id = info.id
+                for extra in nets[1:]:
+                    await asyncio.to_thread(self._rt.network_connect, extra.network, info.id, "", extra.aliases)
         except errors.RuntimeFault as exc:
             self._report(pb.REJECTED, err=str(exc))
             return None
@@ -196,15 +206,17 @@ class TaskController:
         self._report(pb.SHUTDOWN)
 
     async def _teardown(self) -> None:
-        """Stop (gracefully) and delete the container; the task is no longer ours."""
+        """Stop (gracefully) and delete the container; the task is no longer ours. Its cluster
+        networks go too when no other task on this node uses them."""
         info = await self._find()
-        if info is None:
-            return
-        with contextlib.suppress(errors.NotFound):
-            if info.status in LIVE:
-                await self._stop(info.id)
-            await asyncio.to_thread(self._rt.remove, info.id, True)
-        log.info("task %s: container %s removed", self.task.id, info.name)
+        if info is not None:
+            with contextlib.suppress(errors.NotFound):
+                if info.status in LIVE:
+                    await self._stop(info.id)
+                await asyncio.to_thread(self._rt.remove, info.id, True)
+            log.info("task %s: container %s removed", self.task.id, info.name)
+        if self.task.spec.networks:
+            await self._networks.remove_unused()
 
     # -- helpers -----------------------------------------------------------------------
     def _stop_wanted(self) -> bool:

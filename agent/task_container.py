@@ -9,8 +9,11 @@ from __future__ import annotations
 import math
 
 from flotilla.proto import objects_pb2 as pb
+from flotilla.proto import runtime_pb2 as rpb
 from flotilla.runtime import spec as rspec
 from flotilla.runtime.errors import InvalidArgument
+
+from .convert import spec_from_proto
 
 LABEL_TASK_ID = "com.docker.swarm.task.id"
 LABEL_TASK_NAME = "com.docker.swarm.task.name"
@@ -54,36 +57,52 @@ def grace_seconds(task: pb.Task) -> int:
     return max(0, math.ceil(c.stop_grace_period.ToNanoseconds() / 1e9))
 
 
-def container_spec(task: pb.Task, node_id: str) -> rspec.ContainerSpec:
-    """The runtime spec of a task's container.
+def port_specs(task: pb.Task) -> list[str]:
+    """Host-mode published ports as the runtime's `-p` texts (`8080:80/tcp`, `80/udp` for a free port)."""
+    out = []
+    for p in task.spec.endpoint.ports:
+        proto = "udp" if p.protocol == pb.PortConfig.UDP else "tcp"
+        out.append(f"{p.published_port}:{p.target_port}/{proto}" if p.published_port else f"{p.target_port}/{proto}")
+    return out
+
+
+def container_spec(task: pb.Task, node_id: str, network: str = "none", aliases: list[str] | None = None) -> rspec.ContainerSpec:
+    """The runtime spec of a task's container, through the one proto → runtime conversion the
+    local API uses (`convert.spec_from_proto`), so both validate a spec the same way.
 
     The restart policy is always "no": the manager's restart supervisor decides whether a
     task that ended is replaced, so the agent must never restart a task container itself.
-    Networking is "none" until bridge networks land: a task runs isolated from the network.
+    `network` is the task's first cluster network (built by `TaskNetworks`), `none` for a task
+    without networks (isolated and cheap), or the default `bridge` when it only publishes ports.
     """
     c = task.spec.container
     limits = task.spec.resources.limits
     for m in c.mounts:
         if m.type == pb.Mount.BIND and not m.source.startswith("/"):
             raise InvalidArgument(f"invalid mount config: bind source {m.source!r} must be an absolute path")
-    return rspec.ContainerSpec(
+    ports = port_specs(task)
+    if ports and network == "none":
+        network = "bridge"
+    return spec_from_proto(rpb.ContainerSpec(
         image=c.image,
         name=container_name(task),
-        cmd=list(c.args) if c.args else None,
-        entrypoint=list(c.command) if c.command else None,
-        env=list(c.env),
+        cmd=c.args, cmd_set=bool(c.args),
+        entrypoint=c.command, entrypoint_set=bool(c.command),
+        env=c.env,
         workdir=c.dir,
         user=c.user,
         hostname=c.hostname,
         tty=c.tty,
         stdin_open=c.open_stdin,
-        mounts=[rspec.Mount(m.source, m.target, m.readonly) for m in c.mounts],
+        mounts=[rpb.Mount(source=m.source, destination=m.target, readonly=m.readonly) for m in c.mounts],
         readonly_rootfs=c.read_only,
-        restart_policy=rspec.RestartPolicy("no"),
-        network_mode="none",
-        memory=limits.memory_bytes,
+        restart_policy="no",
+        network_mode=network,
+        network_aliases=aliases or [],
+        ports=ports,
+        memory=str(limits.memory_bytes) if limits.memory_bytes else "",
         cpus=limits.nano_cpus / 1e9,
         labels=task_labels(task, node_id),
         stop_signal=c.stop_signal or "SIGTERM",
-        stop_timeout=grace_seconds(task),
-    )
+        stop_timeout=grace_seconds(task), stop_timeout_set=True,
+    ))

@@ -22,6 +22,7 @@ from flotilla.runtime.runtime import Runtime
 from .controller import TaskController
 from .reporter import Reporter
 from .task_container import LABEL_TASK_ID
+from .task_networks import TaskNetworks
 
 log = logging.getLogger("flotilla.agent.worker")
 
@@ -33,6 +34,7 @@ class Worker:
         self._rt = runtime
         self._reporter = reporter
         self._images = images  # pulls images a task needs; None: only local images run
+        self.networks = TaskNetworks(runtime)
         self.node_id = ""  # set by the session before any assignment is applied
         self.controllers: dict[str, TaskController] = {}
         self._leftovers: dict[str, str] | None = None  # task id -> container id, until the first COMPLETE set
@@ -88,7 +90,8 @@ class Worker:
             controller.update(task)
             return
         adopted = (self._leftovers or {}).pop(task.id, None)
-        controller = TaskController(task, self._rt, self._reporter, self.node_id, adopted, self._images)
+        controller = TaskController(task, self._rt, self._reporter, self.node_id, adopted, self._images,
+                                    self.networks)
         self.controllers[task.id] = controller
         controller.start()
 
@@ -106,6 +109,7 @@ class Worker:
             try:
                 await asyncio.to_thread(self._rt.stop, container_id)
                 await asyncio.to_thread(self._rt.remove, container_id, True)
+                await self.networks.remove_unused()  # a leftover may have been the last on a cluster network
             except errors.NotFound:
                 pass
             except errors.RuntimeFault as exc:

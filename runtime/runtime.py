@@ -39,7 +39,7 @@ from .imaging.service import ImageService
 from .imaging.tlsconfig import DEFAULT_CERTS_DIR
 from .logs import LogEntry, read_log
 from .names import random_name
-from .netwiring import NetWiring
+from .netwiring import NetWiring, configured
 from .procs import process_rows
 from .reference import parse_reference
 from .spec import ContainerSpec, ExecSpec, check_env, merge_env, parse_signal, validate_spec
@@ -816,6 +816,14 @@ class Runtime:
             record = self._store.records[cid]
             self.net.disconnect(record, self._status(cid) in ("running", "paused"), network)
             self._store.save(record)
+
+    def network_users(self, network: str) -> list[str]:
+        """Ids of the containers, in any state, configured for a network (wired to it when they
+        run). A network with none can be removed without breaking a later start."""
+        with self._lock:
+            net = self.net.nm.network(network)
+            return [cid for cid, record in self._store.records.items()
+                    if any(n["network"] in (net.name, net.id) for n in configured(record))]
 
     def network_inspect(self, ref: str) -> dict:
         with self._lock:

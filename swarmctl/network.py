@@ -8,10 +8,27 @@ from .errors import CLIError
 from .formatting import json_dump, table
 
 
+def _scope_flags(p: argparse.ArgumentParser) -> None:
+    """`--scope swarm` sends the command to a manager (the cluster's networks) instead of the agent."""
+    p.add_argument("--scope", choices=["local", "swarm"], default="local",
+                   help="local: this agent's networks; swarm: the cluster's, on the manager")
+    p.add_argument("-m", "--manager", default=None,
+                   help="with --scope swarm: manager address (default $FLOTILLA_MANAGER or unix:///run/flotilla/control.sock)")
+
+
+def _swarm(name: str):
+    """The cluster handler `name` of swarmctl/cluster/network.py, as a swarmctl command."""
+    from .cluster.connect import run
+    from .cluster import network as cluster_network
+
+    return run(getattr(cluster_network, name))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     network = sub.add_parser("network", help="manage networks")
     nsub = network.add_subparsers(dest="network_command", required=True)
     p = nsub.add_parser("create", help="create a network")
+    _scope_flags(p)
     p.add_argument("-d", "--driver", default="bridge", help="driver (only bridge)")
     p.add_argument("--subnet", default="", help="subnet in CIDR form (default: a free private one)")
     p.add_argument("--gateway", default="", help="gateway address (default: the first of the subnet)")
@@ -22,12 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.set_defaults(func=cmd_create)
     p = nsub.add_parser("ls", help="list networks")
+    _scope_flags(p)
     p.add_argument("-q", "--quiet", action="store_true", help="only display ids")
     p.set_defaults(func=cmd_ls)
     p = nsub.add_parser("inspect", help="display networks as JSON")
+    _scope_flags(p)
     p.add_argument("networks", nargs="+")
     p.set_defaults(func=cmd_inspect)
     p = nsub.add_parser("rm", help="remove networks")
+    _scope_flags(p)
     p.add_argument("networks", nargs="+")
     p.set_defaults(func=cmd_rm)
     p = nsub.add_parser("connect", help="connect a container to a network")
@@ -58,6 +78,8 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def cmd_create(client, args) -> int:
+    if args.scope == "swarm":
+        return _swarm("create")(client, args)
     req = client.pb.CreateNetworkRequest(
         name=args.name, driver=args.driver, subnet=args.subnet, gateway=args.gateway, ip_range=args.ip_range,
         internal=args.internal, options=_pairs(args.opt, "option"), labels=_pairs(args.label, "label"))
@@ -66,6 +88,8 @@ def cmd_create(client, args) -> int:
 
 
 def cmd_ls(client, args) -> int:
+    if args.scope == "swarm":
+        return _swarm("ls")(client, args)
     networks = client.stub.ListNetworks(client.pb.Empty()).networks
     if args.quiet:
         for n in networks:
@@ -80,6 +104,8 @@ def cmd_inspect(client, args) -> int:
 
     import grpc
 
+    if args.scope == "swarm":
+        return _swarm("inspect")(client, args)
     docs, failed = [], False
     for ref in args.networks:
         try:
@@ -94,6 +120,8 @@ def cmd_inspect(client, args) -> int:
 
 
 def cmd_rm(client, args) -> int:
+    if args.scope == "swarm":
+        return _swarm("rm")(client, args)
     from .containers import _each
 
     return _each(client, args.networks, lambda ref: client.stub.RemoveNetwork(client.pb.NetworkRef(ref=ref)))

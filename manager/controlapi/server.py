@@ -6,6 +6,7 @@ stale version is ABORTED with "update out of sequence" (read again and retry), a
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 
@@ -16,6 +17,7 @@ from flotilla.proto import control_pb2_grpc as cgrpc
 from flotilla.proto import objects_pb2 as pb
 
 from .. import metrics
+from ..allocator import AllocationError, allocate_network, resolve_attachments
 from ..store import Conflict, InvalidArgument, NotFound, NotLeader, Store, StoreError, Unavailable, name_of
 from .filters import matches
 from .validation import (ValidationError, check_cluster_spec, check_network_spec, check_node_spec,
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 _CODES: list[tuple[type[Exception], grpc.StatusCode]] = [
     (ValidationError, grpc.StatusCode.INVALID_ARGUMENT),
+    (AllocationError, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
     (NotFound, grpc.StatusCode.NOT_FOUND),
     (Conflict, grpc.StatusCode.ABORTED),
@@ -73,6 +76,7 @@ class Control(cgrpc.ControlServicer):
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._network_lock = asyncio.Lock()  # one allocation at a time: two networks never get one subnet
 
     def _name_taken(self, kind: str, name: str, except_id: str = "") -> None:
         for obj in self.store.list(kind):
@@ -153,7 +157,7 @@ class Control(cgrpc.ControlServicer):
     async def CreateService(self, request: cpb.CreateServiceRequest) -> cpb.CreateServiceResponse:
         spec = request.spec
         check_service_spec(spec)
-        self._check_networks(spec)
+        resolve_attachments(spec.task, lambda ref: self.store.find("network", ref))
         self._name_taken("service", spec.annotations.name)
         service = pb.Service(spec=spec)
         service.spec_version.index = 1
@@ -170,7 +174,7 @@ class Control(cgrpc.ControlServicer):
             raise NotFound(f"service {current.id} is being removed")
         check_service_spec(request.spec)
         check_service_update(current.spec, request.spec)
-        self._check_networks(request.spec)
+        resolve_attachments(request.spec.task, lambda ref: self.store.find("network", ref))
         _check_version("service", current, request.service_version)
         service = pb.Service()
         service.CopyFrom(current)
@@ -196,23 +200,17 @@ class Control(cgrpc.ControlServicer):
         return cpb.ListServicesResponse(services=[s for s in self.store.list("service")
                                                   if not s.pending_delete and matches("service", s, request.filters)])
 
-    def _check_networks(self, spec: pb.ServiceSpec) -> None:
-        for attachment in spec.task.networks:
-            try:
-                self.store.find("network", attachment.target)
-            except NotFound:
-                raise ValidationError(f"network {attachment.target!r} does not exist: create it first") from None
-
     # -- networks -----------------------------------------------------------------------------
 
     @rpc_method
     async def CreateNetwork(self, request: cpb.CreateNetworkRequest) -> cpb.CreateNetworkResponse:
         check_network_spec(request.spec)
-        self._name_taken("network", request.spec.annotations.name)
-        network = pb.Network(spec=request.spec)
-        if not network.spec.driver:
-            network.spec.driver = "overlay"
-        return cpb.CreateNetworkResponse(network=await self.store.create("network", network))
+        async with self._network_lock:
+            self._name_taken("network", request.spec.annotations.name)
+            network = pb.Network(spec=request.spec)
+            network.spec.driver = network.spec.driver or "bridge"
+            network.ipam.extend(allocate_network(network.spec, self.store.list("network")))
+            return cpb.CreateNetworkResponse(network=await self.store.create("network", network))
 
     @rpc_method
     async def GetNetwork(self, request: cpb.GetNetworkRequest) -> cpb.GetNetworkResponse:
@@ -226,7 +224,7 @@ class Control(cgrpc.ControlServicer):
     async def RemoveNetwork(self, request: cpb.RemoveNetworkRequest) -> cpb.RemoveNetworkResponse:
         network = self.store.find("network", request.network_id)
         for s in self.store.list("service"):
-            if any(a.target in (network.id, network.spec.annotations.name) for a in s.spec.task.networks):
+            if any(a.target == network.id for a in s.spec.task.networks):
                 raise Refused(grpc.StatusCode.FAILED_PRECONDITION,
                               f"network {network.spec.annotations.name} is in use by service {s.spec.annotations.name}")
         await self.store.delete("network", network.id, version=network.meta.version.index)

@@ -73,6 +73,7 @@ def check_task_spec(task: pb.TaskSpec) -> None:
         raise ValidationError("reserved memory exceeds the memory limit")
     if res.limits.memory_bytes and res.limits.memory_bytes < 4 << 20:
         raise ValidationError("memory limit must be at least 4 MiB")
+    check_ports(task.endpoint)
     check_duration("restart delay", task.restart.delay)
     check_duration("restart window", task.restart.window)
     try:
@@ -82,6 +83,23 @@ def check_task_spec(task: pb.TaskSpec) -> None:
     for pref in task.placement.preferences:
         if not pref.spread_descriptor.startswith(SPREAD_PREFIXES) or pref.spread_descriptor in SPREAD_PREFIXES:
             raise ValidationError(f"placement preference spread={pref.spread_descriptor!r} is invalid: use spread=node.labels.<name>")
+
+
+def check_ports(endpoint: pb.EndpointSpec) -> None:
+    """Host-mode ports only (the routing mesh is not built); each published port once."""
+    seen: set[tuple[int, int]] = set()
+    for p in endpoint.ports:
+        if p.publish_mode != pb.PortConfig.HOST:
+            raise ValidationError(f"port {p.published_port or ''}:{p.target_port}: the routing mesh (mode=ingress) is not "
+                                  "built: publish with mode=host, e.g. -p published=8080,target=80,mode=host")
+        if not 1 <= p.target_port <= 65535:
+            raise ValidationError(f"target port {p.target_port} is invalid: use 1-65535")
+        if p.published_port > 65535:
+            raise ValidationError(f"published port {p.published_port} is invalid: use 1-65535 (or none for a free one)")
+        key = (p.published_port, p.protocol)
+        if p.published_port and key in seen:
+            raise ValidationError(f"published port {p.published_port} is given twice")
+        seen.add(key)
 
 
 def check_service_spec(spec: pb.ServiceSpec) -> None:

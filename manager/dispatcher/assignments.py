@@ -15,6 +15,7 @@ from flotilla.proto import objects_pb2 as pb
 
 from .. import metrics
 from ..store import Event, Store
+from .networks import attach_networks
 
 UPDATE = dpb.AssignmentChange.UPDATE
 REMOVE = dpb.AssignmentChange.REMOVE
@@ -98,7 +99,7 @@ class Assignments:
             for task in self.store.tasks_of_node(node_id):
                 if is_assigned(task, node_id):
                     stream.known[task.id] = _fingerprint(task)
-                    complete.changes.add(action=UPDATE, task=task)
+                    attach_networks(complete.changes.add(action=UPDATE, task=task).task, self.store)
             sequence = 1
             metrics.ASSIGNMENT_MESSAGES.labels("complete").inc()
             yield complete
@@ -113,7 +114,7 @@ class Assignments:
                     continue
                 msg = dpb.AssignmentsMessage(type=dpb.AssignmentsMessage.INCREMENTAL, applies_to=sequence, results_in=sequence + 1)
                 for action, task in changes.values():
-                    msg.changes.add(action=action, task=task)
+                    attach_networks(msg.changes.add(action=action, task=task).task, self.store)
                 sequence += 1
                 metrics.ASSIGNMENT_MESSAGES.labels("incremental").inc()
                 yield msg

@@ -51,6 +51,10 @@ def register(sub) -> None:
     p.add_argument("--restart-delay", default=None, help="delay between restarts, e.g. 5s")
     p.add_argument("--restart-max-attempts", type=int, default=0, help="give up after this many restarts (0: never)")
     p.add_argument("--label", action="append", default=[], help="service label k=v (repeatable)")
+    p.add_argument("--network", action="append", default=[],
+                   help="attach to a cluster network: NAME or name=NAME,alias=ALIAS (repeatable)")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   help="publish a port on each task's node: published=8080,target=80,mode=host[,protocol=udp]")
     _resource_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("args", metavar="CMD", nargs=argparse.REMAINDER, help="command and arguments")

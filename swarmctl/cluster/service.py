@@ -8,7 +8,7 @@ from flotilla.proto import objects_pb2 as pb
 
 from .connect import ClusterError
 from .format import ago, table, to_json
-from .values import duration_ns, nano_cpus, pair, size
+from .values import duration_ns, nano_cpus, network_attachment, pair, port_config, size
 
 RESTART = {"any": pb.RestartPolicy.ANY, "on-failure": pb.RestartPolicy.ON_FAILURE, "none": pb.RestartPolicy.NONE}
 
@@ -53,6 +53,10 @@ def create(stub, args) -> int:
     if args.restart_max_attempts < 0:
         raise ClusterError("--restart-max-attempts must not be negative")
     spec.task.restart.max_attempts = args.restart_max_attempts
+    for text in args.network:
+        spec.task.networks.append(network_attachment(text))
+    for text in args.publish:
+        spec.task.endpoint.ports.append(port_config(text))
     _resources(spec, args)
     print(stub.CreateService(cpb.CreateServiceRequest(spec=spec)).service.id)
     return 0
