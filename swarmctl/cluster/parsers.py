@@ -51,6 +51,7 @@ def register(sub) -> None:
     p.add_argument("--restart-delay", default=None, help="delay between restarts, e.g. 5s")
     p.add_argument("--restart-max-attempts", type=int, default=0, help="give up after this many restarts (0: never)")
     p.add_argument("--label", action="append", default=[], help="service label k=v (repeatable)")
+    p.add_argument("--stop-grace-period", default=None, help="time to wait after the stop signal before SIGKILL, e.g. 2s (default 10s)")
     p.add_argument("--network", action="append", default=[],
                    help="attach to a cluster network: NAME or name=NAME,alias=ALIAS (repeatable)")
     p.add_argument("-p", "--publish", action="append", default=[],

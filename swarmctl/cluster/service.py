@@ -53,6 +53,8 @@ def create(stub, args) -> int:
     if args.restart_max_attempts < 0:
         raise ClusterError("--restart-max-attempts must not be negative")
     spec.task.restart.max_attempts = args.restart_max_attempts
+    if args.stop_grace_period is not None:
+        c.stop_grace_period.FromNanoseconds(duration_ns(args.stop_grace_period))
     for text in args.network:
         spec.task.networks.append(network_attachment(text))
     for text in args.publish:

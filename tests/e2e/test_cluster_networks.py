@@ -16,8 +16,10 @@ import uuid
 import pytest
 
 from cluster_harness import BIN, Cluster, manager_available, wait_for
+from etcd_server import free_port
+from flotilla.proto import control_pb2 as cpb
 from flotilla.proto import objects_pb2 as pb
-from test_cli_network import echo_script, free_subnet, ours
+from test_cli_network import echo_script, free_subnet, ours, tcp_echo
 
 pytestmark = [pytest.mark.root, pytest.mark.etcd, pytest.mark.slow,
               pytest.mark.skipif(not manager_available(), reason="`swarmd manager` is not merged yet")]
@@ -28,7 +30,7 @@ SLEEP = ["sleep", "1000"]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, busybox_tar):
     unique = uuid.uuid4().hex[:8]
-    c = Cluster(tmp_path_factory.mktemp("netcluster"), unique, busybox_tar, heartbeat=0.5)
+    c = Cluster(tmp_path_factory.mktemp("netcluster"), unique, busybox_tar, heartbeat=2.0)  # an agent restart fits in 3 periods
     c.start()
     try:
         c.add_agents(a={})
@@ -51,20 +53,25 @@ def swarmctl(cluster: Cluster, *args: str, check: bool = True) -> subprocess.Com
     return res
 
 
-def running_container(cluster: Cluster, service) -> dict:
-    name = service.spec.annotations.name
-    (task,) = cluster.wait_running(service, 1)
-    agent = cluster.agents["a"]
-    return next(c for c in agent.running() if c["Id"] == task.status.container_status.container_id
-                and c["Config"]["Labels"]["com.docker.swarm.service.name"] == name)
+def running_containers(cluster: Cluster, service, count: int = 1) -> list[dict]:
+    ids = {t.status.container_status.container_id for t in cluster.wait_running(service, count)}
+    return [c for c in cluster.agents["a"].running() if c["Id"] in ids]
 
 
-def networked(cluster: Cluster, name: str, args: list[str], network: str, aliases: tuple[str, ...] = ()) -> pb.Service:
-    spec = cluster.service_spec(name, args, replicas=1)
+def networked(cluster: Cluster, name: str, args: list[str], network: str, aliases: tuple[str, ...] = (),
+              replicas: int = 1) -> pb.Service:
+    spec = cluster.service_spec(name, args, replicas=replicas)
     spec.task.networks.add(target=network, aliases=aliases)
-    from flotilla.proto import control_pb2 as cpb
-
     return cluster.control.CreateService(cpb.CreateServiceRequest(spec=spec)).service
+
+
+def local_networks(agent, name: str) -> list[str]:
+    """Lines of the node's `network ls` for `name`."""
+    return [line for line in agent.ctl("network", "ls").stdout.splitlines() if name in line.split()]
+
+
+def exchange(agent, container: str, target: str, word: str) -> str:
+    return agent.ctl("exec", container, "sh", "-c", echo_script(target, word)).stdout
 
 
 def test_services_on_a_cluster_network_reach_each_other_by_name(cluster):
@@ -74,26 +81,33 @@ def test_services_on_a_cluster_network_reach_each_other_by_name(cluster):
     name = f"appnet-{u}"
     net_id = swarmctl(cluster, "network", "create", "--scope", "swarm", "--subnet", subnet, name).stdout.strip()
     assert name in swarmctl(cluster, "network", "ls", "--scope", "swarm").stdout
-    assert not [n for n in agent.ctl("network", "ls").stdout.split() if n == name]  # built only when a task needs it
+    assert not local_networks(agent, name)  # built only when a task needs it
 
-    srv = networked(cluster, "srv", ECHO, name, aliases=(f"echo-{u}",))
+    srv = networked(cluster, "srv", ECHO, name, aliases=(f"echo-{u}",), replicas=2)
     cli = networked(cluster, "cli", SLEEP, net_id[:12])
     assert cluster.service(srv.id).spec.task.networks[0].target == net_id  # the name was resolved to the id
-    srv_ctr, cli_ctr = running_container(cluster, srv), running_container(cluster, cli)
+    srv_ips = {c["NetworkSettings"]["Networks"][name]["IPAddress"] for c in running_containers(cluster, srv, 2)}
+    (cli_ctr,) = running_containers(cluster, cli)
 
-    # one local network of that name on the node, the cluster's subnet, both tasks on it
-    local = [line.split() for line in agent.ctl("network", "ls").stdout.splitlines() if f" {name} " in f" {line} "]
-    assert len(local) == 1
-    srv_ip = srv_ctr["NetworkSettings"]["Networks"][name]["IPAddress"]
-    assert ipaddress.ip_address(srv_ip) in ipaddress.ip_network(subnet)
+    # three tasks prepared at once: one local network of that name, the cluster's subnet
+    assert len(local_networks(agent, name)) == 1
+    assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(subnet) for ip in srv_ips) and len(srv_ips) == 2
     eth0 = agent.ctl("exec", cli_ctr["Id"], "ip", "-4", "-o", "addr", "show", "eth0").stdout
-    cli_ip = eth0.split("inet ")[1].split("/")[0]
-    assert ipaddress.ip_address(cli_ip) in ipaddress.ip_network(subnet)
+    assert ipaddress.ip_address(eth0.split("inet ")[1].split("/")[0]) in ipaddress.ip_network(subnet)
 
     # by service name, Docker's tasks.SERVICE and the user's alias
     for target in (srv.spec.annotations.name, f"tasks.{srv.spec.annotations.name}", f"echo-{u}"):
-        out = agent.ctl("exec", cli_ctr["Id"], "sh", "-c", echo_script(target, f"hi-{u}")).stdout
-        assert f"resolved={srv_ip}" in out and f"got=hi-{u}" in out, (target, out)
+        out = exchange(agent, cli_ctr["Id"], target, f"hi-{u}")
+        assert f"got=hi-{u}" in out and out.split("resolved=")[1].split()[0] in srv_ips, (target, out)
+
+    # an agent killed and back: the containers are adopted with their networking, nothing is duplicated
+    agent.kill9()
+    agent.start()
+    tasks = cluster.wait_running(cli, 1)
+    assert {t.status.container_status.container_id for t in tasks} == {cli_ctr["Id"]}, [
+        (pb.TaskState.Name(t.status.state), t.status.err) for t in cluster.tasks(cli)]
+    assert len(local_networks(agent, name)) == 1
+    assert f"got=again-{u}" in exchange(agent, cli_ctr["Id"], srv.spec.annotations.name, f"again-{u}")
 
     res = swarmctl(cluster, "network", "rm", "--scope", "swarm", name, check=False)
     assert res.returncode == 1 and "in use by service" in res.stderr
@@ -101,17 +115,56 @@ def test_services_on_a_cluster_network_reach_each_other_by_name(cluster):
     cluster.remove(srv)
     cluster.remove(cli)
     wait_for(lambda: not agent.containers(), 30, what="the task containers to be removed")
-    wait_for(lambda: f" {name} " not in f" {agent.ctl('network', 'ls').stdout} ", 10,
-             what="the node's copy of the network to be removed")
+    wait_for(lambda: not local_networks(agent, name), 10, what="the node's copy of the network to be removed")
     wait_for(lambda: not cluster.tasks(srv) and not cluster.tasks(cli), 30, what="the tasks to be reaped")
     swarmctl(cluster, "network", "rm", "--scope", "swarm", name)
     assert name not in swarmctl(cluster, "network", "ls", "--scope", "swarm").stdout
     assert ours(agent) == {"links": [], "netns": [], "iptables": []}
 
 
+def test_host_mode_port_answers_on_the_node(cluster):
+    u = cluster.unique
+    agent = cluster.agents["a"]
+    name = f"pubnet-{u}"
+    swarmctl(cluster, "network", "create", "--scope", "swarm", "--subnet", free_subnet(), name)
+    port = free_port()
+    swarmctl(cluster, "service", "create", "--name", f"pub-{u}", "--network", name, "-p",
+             f"published={port},target=7,mode=host", "--stop-grace-period", "1s", "busybox:latest", *ECHO)
+    svc = cluster.service(f"pub-{u}")
+    (ctr,) = running_containers(cluster, svc)
+    assert agent.ctl("port", ctr["Id"], "7/tcp").stdout.strip().endswith(f":{port}")
+    assert wait_for(lambda: tcp_echo("127.0.0.1", port, f"pub-{u}".encode()) == f"pub-{u}\n".encode(), 10,
+                    what="the published port to answer")
+    cluster.remove(svc)
+    wait_for(lambda: not agent.containers(), 30, what="the container to be removed")
+    wait_for(lambda: not cluster.tasks(svc), 30, what="the task to be reaped")
+    swarmctl(cluster, "network", "rm", "--scope", "swarm", name)
+    wait_for(lambda: not local_networks(agent, name), 10, what="the node's copy of the network to be removed")
+
+
+def test_a_local_network_of_the_same_name_rejects_the_task(cluster):
+    u = cluster.unique
+    agent = cluster.agents["a"]
+    name = f"taken-{u}"
+    swarmctl(cluster, "network", "create", "--scope", "swarm", "--subnet", free_subnet(), name)
+    agent.ctl("network", "create", "--subnet", free_subnet(), name)
+    svc = networked(cluster, "clash", SLEEP, name)
+
+    def rejected():
+        return [t for t in cluster.tasks(svc) if t.status.state == pb.REJECTED]
+    task = wait_for(rejected, 20, what="the task to be rejected")[0]
+    assert "already exists on this node and is not the cluster network" in task.status.err
+    cluster.remove(svc)
+    wait_for(lambda: not agent.containers(), 30, what="the containers to be removed")
+    assert len(local_networks(agent, name)) == 1  # the user's own network is never removed by the agent
+    agent.ctl("network", "rm", name)
+    wait_for(lambda: not cluster.tasks(svc), 30, what="the tasks to be reaped")
+    swarmctl(cluster, "network", "rm", "--scope", "swarm", name)
+
+
 def test_service_without_networks_stays_on_none(cluster):
     svc = cluster.create("plain", SLEEP, replicas=1)
-    ctr = running_container(cluster, svc)
+    (ctr,) = running_containers(cluster, svc)
     assert ctr["HostConfig"]["NetworkMode"] == "none"
     cluster.remove(svc)
     wait_for(lambda: not cluster.agents["a"].containers(), 30, what="the container to be removed")
