@@ -5,8 +5,11 @@ broker resolves it to tasks from the store's cache, groups them by node, and sen
 node's agent a `SubscriptionMessage` over the `ListenSubscriptions` stream that agent keeps
 open. Agents answer with a `PublishLogs` stream per subscription, ending it with `close`;
 the broker fills in task and node names and forwards the lines to the subscriber, which ends
-when every agent involved has closed (without follow: all logs read; with follow: every
-container stopped) or when the subscriber goes away (then the agents are told to stop).
+when every agent involved has closed (without follow: all logs read; with follow on a task:
+its container stopped) or when the subscriber goes away (then the agents are told to stop).
+With follow on a service, the broker also watches the store: a task of the service that starts
+running later is asked for from its node (all its lines), and the subscription lasts until the
+service is removed, as Docker's `service logs -f` does.
 
 Every manager runs a broker (it serves whoever is connected to it): an agent listens on the
 manager it has its session with, so a subscriber on another manager would miss that node's
@@ -28,6 +31,7 @@ from flotilla.proto import objects_pb2 as pb
 
 log = logging.getLogger("flotilla.manager.logbroker")
 _CLOSED = object()
+_WAKE = object()  # a warning is waiting to be sent
 
 
 @dataclass
@@ -76,58 +80,108 @@ class LogBroker(lgrpc.LogsServicer, lgrpc.LogBrokerServicer):
         return lpb.PublishLogsResponse()
 
     # -- subscribers -------------------------------------------------------------------
-    def _resolve(self, target: str) -> list[pb.Task]:
+    def _resolve(self, target: str) -> tuple[str, list[pb.Task]]:
+        """(service id or "" for a task target, the tasks)."""
         from flotilla.manager.store import NotFound
         try:
             service = self._store.find("service", target)
         except NotFound:
-            return [self._store.find("task", target)]
-        return list(self._store.tasks_of_service(service.id))
+            return "", [self._store.find("task", target)]
+        return service.id, list(self._store.tasks_of_service(service.id))
 
     async def SubscribeLogs(self, request: lpb.SubscribeLogsRequest, context):
         from flotilla.manager.store import InvalidArgument, NotFound
         try:
-            tasks = self._resolve(request.target)
+            service_id, tasks = self._resolve(request.target)
         except NotFound:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no such service or task: {request.target}")
         except InvalidArgument as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        by_node: dict[str, list[pb.Task]] = defaultdict(list)
-        for t in tasks:
-            if t.node_id and t.status.state >= pb.ASSIGNED:
-                by_node[t.node_id].append(t)
-        names = {t.id: task_display_name(t) for t in tasks}
-        hostnames: dict[str, str] = {}
+        follow_new = bool(service_id) and request.options.follow
         sub_id = os.urandom(12).hex()
-        sub = self._subs[sub_id] = _Subscription()
-        warnings, asked = [], []
-        for node_id, node_tasks in by_node.items():
+        sub = _Subscription()
+        names: dict[str, str] = {}
+        hostnames: dict[str, str] = {}
+        asked: list[tuple[str, str]] = []  # (node id, id of the subscription sent to it)
+        warnings: list[str] = []
+
+        def ask(node_tasks: list[pb.Task], options: lpb.LogSubscriptionOptions) -> None:
+            """Send one node's agent a subscription for these tasks (one id per message, so a
+            node asked again for a new task starts a second reader rather than being ignored)."""
+            node_id = node_tasks[0].node_id
             node = self._store.get("node", node_id)
             hostnames[node_id] = node.description.hostname if node is not None else node_id
+            names.update((t.id, task_display_name(t)) for t in node_tasks)
             queue = self._agents.get(node_id)
             if queue is None:
                 warnings.append(f"node {hostnames[node_id]} is not connected to this manager: "
                                 f"the logs of {len(node_tasks)} task(s) are missing")
-                continue
-            queue.put_nowait(lpb.SubscriptionMessage(id=sub_id, task_ids=[t.id for t in node_tasks],
-                                                     options=request.options))
+                return
+            child = f"{sub_id}.{len(asked)}"
+            self._subs[child] = sub
+            queue.put_nowait(lpb.SubscriptionMessage(id=child, task_ids=[t.id for t in node_tasks], options=options))
             sub.pending += 1
-            asked.append(node_id)
+            asked.append((node_id, child))
+
+        # With follow on a service, tasks whose container may not exist yet are asked for once
+        # they run, and so are tasks started later (Docker's `service logs -f` follows them).
+        events = self._store.subscribe({"task", "service"}) if follow_new else None
+        by_node: dict[str, list[pb.Task]] = defaultdict(list)
+        for t in tasks:
+            ready = t.status.state >= (pb.RUNNING if follow_new else pb.ASSIGNED)
+            if t.node_id and ready:
+                by_node[t.node_id].append(t)
+        for node_tasks in by_node.values():
+            ask(node_tasks, request.options)
+        watcher = None
+        if events is not None:
+            seen = {t.id for ts in by_node.values() for t in ts}
+            sub.pending += 1  # the watcher's own share: the subscription lasts while the service does
+            new_options = lpb.LogSubscriptionOptions(follow=True, tail=-1)  # a new task: all its lines
+            watcher = asyncio.ensure_future(self._watch_new_tasks(events, service_id, seen, sub, warnings,
+                                                                  lambda t: ask([t], new_options)))
         try:
-            if warnings:
-                yield lpb.SubscribeLogsMessage(warnings=warnings)
             while sub.pending:
+                if warnings:
+                    yield lpb.SubscribeLogsMessage(warnings=warnings[:])
+                    warnings.clear()
                 item = await sub.queue.get()
                 if item is _CLOSED:
                     sub.pending -= 1
+                    continue
+                if item is _WAKE:
                     continue
                 for m in item:
                     m.context.task_name = names.get(m.context.task_id, m.context.task_id)
                     m.context.node_name = hostnames.get(m.context.node_id, m.context.node_id)
                 yield lpb.SubscribeLogsMessage(messages=item)
         finally:
-            del self._subs[sub_id]
-            for node_id in asked:
+            if watcher is not None:
+                watcher.cancel()
+                self._store.unsubscribe(events)
+            for node_id, child in asked:
+                del self._subs[child]
                 queue = self._agents.get(node_id)
                 if queue is not None and sub.pending:
-                    queue.put_nowait(lpb.SubscriptionMessage(id=sub_id, close=True))
+                    queue.put_nowait(lpb.SubscriptionMessage(id=child, close=True))
+
+    @staticmethod
+    async def _watch_new_tasks(events: asyncio.Queue, service_id: str, seen: set[str], sub: _Subscription,
+                               warnings: list[str], ask) -> None:
+        """Ask for every task of the service that starts running; close the watcher's share of
+        the subscription when the service is removed."""
+        while True:
+            event = await events.get()
+            obj = event.obj
+            if event.kind == "service":
+                if obj.id == service_id and (event.action == "delete" or obj.pending_delete):
+                    await sub.queue.put(_CLOSED)
+                    return
+                continue
+            if (obj.service_id != service_id or event.action == "delete" or obj.id in seen or not obj.node_id
+                    or obj.status.state < pb.RUNNING):
+                continue
+            seen.add(obj.id)
+            ask(obj)
+            if warnings:
+                await sub.queue.put(_WAKE)  # let the subscriber loop send them now

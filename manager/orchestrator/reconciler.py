@@ -109,7 +109,9 @@ class Orchestrator:
         elif event.kind == "task":
             new = event.obj if event.action != "delete" else None
             mine = self._written.pop(event.obj.id, None)
-            if mine is not None and new is not None and new.desired_state == mine and (event.old is None or ended(event.old) == ended(new)):
+            reapable = new is not None and ended(new) and new.desired_state >= pb.REMOVE  # the reaper skipped it while writing it
+            if mine is not None and new is not None and new.desired_state == mine and not reapable and (
+                    event.old is None or ended(event.old) == ended(new)):
                 return  # our own write coming back: the decision that made it already saw it
             if _relevant_task_change(event.old, new):
                 dirty.add(event.obj.service_id)

@@ -47,13 +47,20 @@ class Agent:
 
     # -- process ---------------------------------------------------------------------
     def start(self, timeout: float = 20.0) -> None:
-        log = open(self.root / "agent.log", "ab")
-        self.proc = subprocess.Popen(
-            [str(BIN / "swarmd"), "agent", "--root", str(self.root / "state"), "--listen-local",
-             f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent,
-             "--default-subnet", self.default_subnet, *self.start_args],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        log.close()
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start `swarmd agent` (its log in <root>/agent.log) without waiting for it: several
+        agents of a cluster start side by side."""
+        with open(self.root / "agent.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "swarmd"), "agent", "--root", str(self.root / "state"), "--listen-local",
+                 f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent,
+                 "--default-subnet", self.default_subnet, *self.start_args],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
         wait_for(lambda: self.proc.poll() is not None or self.ctl("ps", check=False).returncode == 0,
                  timeout, what="the agent to answer")
         assert self.proc.poll() is None, f"the agent died:\n{self.log()}"

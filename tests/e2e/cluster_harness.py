@@ -25,18 +25,14 @@ BIN = REPO / ".venv" / "bin"
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 IMAGE = "busybox:latest"
 sys.path.insert(0, str(REPO / "tests"))
+from cli_harness import Agent  # noqa: E402
+from cli_harness import wait_for as _wait_for  # noqa: E402
 from etcd_server import EtcdServer, free_port  # noqa: E402
 
 
 def wait_for(predicate, timeout: float = 20.0, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    """The CLI harness's poll, with the slower defaults of a whole cluster."""
+    return _wait_for(predicate, timeout, interval, what)
 
 
 def manager_available() -> bool:
@@ -45,58 +41,23 @@ def manager_available() -> bool:
     return res.returncode == 0
 
 
-class AgentProc:
-    """One `swarmd agent` joined to the cluster."""
+class AgentProc(Agent):
+    """One `swarmd agent` joined to the cluster: the CLI tests' agent (start-up, swarmctl, stop,
+    kill -9, cgroup clean-up) with `--manager`, `--hostname` and `--label` added."""
 
     def __init__(self, cluster: "Cluster", letter: str, labels: dict[str, str]) -> None:
+        root = cluster.tmp / f"agent-{letter}"
+        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root, f"{cluster.unique}-{letter}")  # cgroup parent flotilla-test-<unique>-<letter>
         self.cluster = cluster
         self.hostname = f"node-{letter}-{cluster.unique}"
-        self.root = cluster.tmp / f"agent-{letter}"
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.socket = self.root / "agent.sock"
-        self.cgroup_parent = f"flotilla-test-{cluster.unique}-{letter}"
         self.labels = labels
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.spawn()
-        self.wait_ready()
 
     def spawn(self) -> None:
         managers = ",".join(filter(None, (self.cluster.remote, self.cluster.backup_remote)))
-        argv = [str(BIN / "swarmd"), "agent", "--root", str(self.root / "state"), "--listen-local",
-                f"unix://{self.socket}", "--cgroup-parent", self.cgroup_parent, "--manager",
-                managers, "--hostname", self.hostname]
-        for k, v in self.labels.items():
-            argv += ["--label", f"{k}={v}"]
-        with open(self.root / "agent.log", "ab") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-
-    def wait_ready(self) -> None:
-        wait_for(lambda: self.proc.poll() is not None or self.ctl("ps", check=False).returncode == 0, 20,
-                 what=f"agent {self.hostname} to answer")
-        assert self.proc.poll() is None, f"agent died:\n{self.log()}"
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(20)
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(5)
-
-    def log(self) -> str:
-        path = self.root / "agent.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
-
-    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        res = subprocess.run([str(BIN / "swarmctl"), "-H", f"unix://{self.socket}", *args],
-                             capture_output=True, text=True, timeout=60)
-        if check and res.returncode != 0:
-            raise AssertionError(f"swarmctl {' '.join(args)} on {self.hostname}: {res.stderr}")
-        return res
+        self.start_args = ["--manager", managers, "--hostname", self.hostname,
+                           *(arg for k, v in self.labels.items() for arg in ("--label", f"{k}={v}"))]
+        super().spawn()
 
     def containers(self, all: bool = True) -> list[dict]:  # noqa: A002 (Docker's flag)
         """The agent's containers as `swarmctl inspect` shows them (retried when one goes away
@@ -121,15 +82,6 @@ class AgentProc:
         for parent in CGROUP_ROOT.glob(f"*/{self.cgroup_parent}"):
             found.append(f"cgroup: {parent}")
         return found
-
-    def remove_cgroup_parents(self) -> None:
-        for parent in CGROUP_ROOT.glob(f"*/{self.cgroup_parent}"):
-            if parent.parent.is_symlink() or not parent.exists():
-                continue
-            for child in sorted(parent.rglob("*"), reverse=True):
-                if child.is_dir():
-                    child.rmdir()
-            parent.rmdir()
 
 
 class Cluster:

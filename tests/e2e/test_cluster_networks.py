@@ -59,8 +59,8 @@ def running_containers(cluster: Cluster, service, count: int = 1) -> list[dict]:
 
 
 def networked(cluster: Cluster, name: str, args: list[str], network: str, aliases: tuple[str, ...] = (),
-              replicas: int = 1) -> pb.Service:
-    spec = cluster.service_spec(name, args, replicas=replicas)
+              replicas: int = 1, restart: pb.RestartPolicy | None = None) -> pb.Service:
+    spec = cluster.service_spec(name, args, replicas=replicas, restart=restart)
     spec.task.networks.add(target=network, aliases=aliases)
     return cluster.control.CreateService(cpb.CreateServiceRequest(spec=spec)).service
 
@@ -148,7 +148,7 @@ def test_a_local_network_of_the_same_name_rejects_the_task(cluster):
     name = f"taken-{u}"
     swarmctl(cluster, "network", "create", "--scope", "swarm", "--subnet", free_subnet(), name)
     agent.ctl("network", "create", "--subnet", free_subnet(), name)
-    svc = networked(cluster, "clash", SLEEP, name)
+    svc = networked(cluster, "clash", SLEEP, name, restart=pb.RestartPolicy(condition=pb.RestartPolicy.NONE))
 
     def rejected():
         return [t for t in cluster.tasks(svc) if t.status.state == pb.REJECTED]
@@ -158,7 +158,7 @@ def test_a_local_network_of_the_same_name_rejects_the_task(cluster):
     wait_for(lambda: not agent.containers(), 30, what="the containers to be removed")
     assert len(local_networks(agent, name)) == 1  # the user's own network is never removed by the agent
     agent.ctl("network", "rm", name)
-    wait_for(lambda: not cluster.tasks(svc), 30, what="the tasks to be reaped")
+    wait_for(lambda: not cluster.tasks(svc), 60, what="the tasks to be reaped")
     swarmctl(cluster, "network", "rm", "--scope", "swarm", name)
 
 

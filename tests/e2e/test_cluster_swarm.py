@@ -152,3 +152,28 @@ def test_service_logs(cluster):
     assert missing.returncode != 0 and "no such service or task" in missing.stderr
     cluster.remove(svc)
     wait_for(lambda: not any(a.containers() for a in cluster.agents.values()), 30, what="every container removed")
+
+
+def test_service_logs_follow_sees_tasks_started_later(cluster):
+    import queue
+    import threading
+
+    svc = cluster.create("follow", ["sh", "-c", "echo hello from $HOSTNAME; sleep 1000"], replicas=1)
+    cluster.wait_running(svc, 1)
+    cmd = [str(BIN / "swarmctl"), "service", "logs", "-f", "-m", cluster.remote, svc.spec.annotations.name]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+        try:
+            assert "hello from" in lines.get(timeout=20)
+            cluster.scale(svc, 2)  # a task that did not exist when the subscription began
+            tasks = cluster.wait_running(svc, 2)
+            line = lines.get(timeout=20)
+            assert "hello from" in line
+            assert line.split("@")[0] in {f"{t.annotations.name}.{t.id[:12]}" for t in tasks}
+            cluster.remove(svc)  # the subscription ends with the service
+            assert proc.wait(30) == 0, proc.stderr.read()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    wait_for(lambda: not any(a.containers() for a in cluster.agents.values()), 30, what="every container removed")

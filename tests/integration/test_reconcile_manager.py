@@ -170,3 +170,27 @@ def test_tasks_of_a_down_node_are_rescheduled(harness):
         assert {t.slot for t in old} == moved_slots and all(t.desired_state == pb.SHUTDOWN for t in old)
         assert stays.nodes
     run(harness, body)
+
+
+def test_removed_service_whose_tasks_had_all_ended_is_deleted(harness):
+    """Its tasks get desired REMOVE in a write that also ends the decision; the reaper must look
+    at them again when that write comes back (nothing else will happen to them)."""
+    from flotilla.proto import control_pb2 as cpb
+
+    async def body(h: Harness):
+        h.nodes(1)
+        await h.wait_nodes_ready(1)
+        svc = await h.create("rejected", 1, env=["HOLLOW_REJECT=1"],
+                             restart=pb.RestartPolicy(condition=pb.RestartPolicy.NONE))
+
+        async def rejected():
+            tasks = await h.tasks(svc.id)
+            return tasks and all(t.status.state == pb.REJECTED for t in tasks)
+        await h.wait("the task rejected", rejected)
+        await h.control.RemoveService(cpb.RemoveServiceRequest(service_id=svc.id))
+
+        async def gone():
+            services = (await h.control.ListServices(cpb.ListServicesRequest())).services
+            return not await h.tasks(svc.id) and all(s.id != svc.id for s in services)
+        await h.wait("the tasks and the service deleted", gone, timeout=10)
+    run(harness, body)
