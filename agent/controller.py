@@ -137,12 +137,11 @@ class TaskController:
         self._report(pb.ACCEPTED)
         self._report(pb.PREPARING)
         try:
-            container_spec(self.task, self._node_id)  # a bad spec is refused before any pull or network
-            await self._ensure_image(self.task.spec.container.image)
+            spec = container_spec(self.task, self._node_id)  # a bad spec is refused before any pull or network
+            await self._ensure_image(spec.image)
             async with self._networks.attached(self.task) as nets:
-                first = nets[0] if nets else None
-                spec = container_spec(self.task, self._node_id, first.network if first else "none",
-                                      first.aliases if first else None)
+                if nets:
+                    spec = container_spec(self.task, self._node_id, nets[0].network, nets[0].aliases)
                 info = await asyncio.to_thread(self._rt.create, spec)
                 self.container_id = info.id
                 for extra in nets[1:]:
