@@ -74,6 +74,8 @@ def register(sub) -> None:
     p.add_argument("--env-rm", action="append", default=[], help="remove NAME")
     p.add_argument("--args", default=None, help="new command arguments, one shell-quoted string")
     p.add_argument("--replicas", type=int, default=None)
+    p.add_argument("--network-add", action="append", default=[], help="attach to a cluster network: NAME or name=NAME,alias=A")
+    p.add_argument("--network-rm", action="append", default=[], help="detach from a cluster network (name or id)")
     _resource_flags(p)
     p.add_argument("service", metavar="SERVICE")
     p = _cmd(service, "rm", "service", "rm", "remove services")

@@ -162,6 +162,8 @@ def update(stub, args) -> int:
     new_args = shlex.split(args.args) if args.args is not None else None
     if args.replicas is not None and args.replicas < 0:
         raise ClusterError(f"--replicas must not be negative, got {args.replicas}")
+    networks_added = [network_attachment(text) for text in args.network_add]
+    networks_removed = {stub.GetNetwork(cpb.GetNetworkRequest(network_id=ref)).network.id for ref in args.network_rm}
 
     def change(spec: pb.ServiceSpec) -> None:
         c = spec.task.container
@@ -179,6 +181,10 @@ def update(stub, args) -> int:
             if spec.WhichOneof("mode") != "replicated":
                 raise ClusterError("--replicas applies to replicated services only")
             spec.replicated.replicas = args.replicas
+        if networks_added or networks_removed:
+            kept = [a for a in spec.task.networks if a.target not in networks_removed]
+            del spec.task.networks[:]
+            spec.task.networks.extend(kept + networks_added)
         _resources(spec, args)
 
     print(_update(stub, args.service, change).spec.annotations.name)

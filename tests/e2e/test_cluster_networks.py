@@ -112,6 +112,15 @@ def test_services_on_a_cluster_network_reach_each_other_by_name(cluster):
     res = swarmctl(cluster, "network", "rm", "--scope", "swarm", name, check=False)
     assert res.returncode == 1 and "in use by service" in res.stderr
 
+    # detached by `service update --network-rm`: the task is replaced by one on network none
+    swarmctl(cluster, "service", "update", "--network-rm", name, cli.spec.annotations.name)
+    assert not cluster.service(cli.id).spec.task.networks
+    def replaced():
+        ctrs = running_containers(cluster, cli)
+        return ctrs if [c["Id"] for c in ctrs] != [cli_ctr["Id"]] else None
+    (plain,) = wait_for(replaced, 30, what="the task to be replaced")
+    assert plain["HostConfig"]["NetworkMode"] == "none"
+
     cluster.remove(srv)
     cluster.remove(cli)
     wait_for(lambda: not agent.containers(), 30, what="the task containers to be removed")
