@@ -26,6 +26,7 @@ from ..store import InvalidArgument, NotFound
 class AllocationError(ValueError):
     """A network or attachment that cannot be accepted; the message is shown to the user as is."""
 
+
 # Docker swarm's default address pool: 10.0.0.0/8 cut into /24s. Local networks of the nodes
 # come from 172.17-31.x and 192.168.x (the runtime's pools), so the two never meet by default.
 DEFAULT_POOL = ipaddress.IPv4Network("10.0.0.0/8")

@@ -46,7 +46,7 @@ def test_service_crud_and_validation(etcd_endpoint, tmp_path, unique):
             assert svc.spec_version.index == 1
             net = (await control.CreateNetwork(cpb.CreateNetworkRequest(spec=pb.NetworkSpec(
                 annotations=pb.Annotations(name="backend"), ipam=[pb.IPAMConfig(subnet="10.9.0.0/24", gateway="10.9.0.1")])))).network
-            assert net.spec.driver == "overlay"
+            assert net.spec.driver == "bridge" and list(net.ipam) == [pb.IPAMConfig(subnet="10.9.0.0/24", gateway="10.9.0.1")]
             big = spec("big")
             big.task.container.env.append("BLOB=" + "x" * (1 << 20))
             stale = pb.Version(index=svc.meta.version.index - 1)
@@ -58,7 +58,7 @@ def test_service_crud_and_validation(etcd_endpoint, tmp_path, unique):
                 ("CreateService", cpb.CreateServiceRequest(spec=spec("c", constraints=["node.labels.zone~a"])), INVALID, "invalid placement constraint"),
                 ("CreateService", cpb.CreateServiceRequest(spec=spec("web")), EXISTS, "already in use"),
                 ("CreateService", cpb.CreateServiceRequest(spec=big), INVALID, "the limit is"),
-                ("CreateService", cpb.CreateServiceRequest(spec=modified(spec("n"), lambda s: s.task.networks.add(target="nope"))), INVALID, "network 'nope' does not exist"),
+                ("CreateService", cpb.CreateServiceRequest(spec=modified(spec("n"), lambda s: s.task.networks.add(target="nope"))), INVALID, "network 'nope' not found"),
                 ("CreateService", cpb.CreateServiceRequest(spec=modified(spec("r"), lambda s: setattr(s.task.resources.reservations, "nano_cpus", -1))), INVALID, "must not be negative"),
                 ("CreateService", cpb.CreateServiceRequest(spec=modified(spec("p"), lambda s: s.task.placement.preferences.add(spread_descriptor="zone"))), INVALID, "spread="),
                 ("CreateService", cpb.CreateServiceRequest(spec=pb.ServiceSpec(annotations=pb.Annotations(name="m"), task=pb.TaskSpec(container=pb.ContainerSpec(image="x")))), INVALID, "mode is required"),
@@ -72,6 +72,8 @@ def test_service_crud_and_validation(etcd_endpoint, tmp_path, unique):
                 ("RemoveNetwork", cpb.RemoveNetworkRequest(network_id="nosuch"), NOT_FOUND, "no such network"),
                 ("CreateNetwork", cpb.CreateNetworkRequest(spec=pb.NetworkSpec(annotations=pb.Annotations(name="backend"))), EXISTS, "already in use"),
                 ("CreateNetwork", cpb.CreateNetworkRequest(spec=pb.NetworkSpec(annotations=pb.Annotations(name="n2"), driver="macvlan")), INVALID, "not supported"),
+                ("CreateNetwork", cpb.CreateNetworkRequest(spec=pb.NetworkSpec(annotations=pb.Annotations(name="ov"), driver="overlay")), INVALID, "overlay driver is not built yet"),
+                ("CreateNetwork", cpb.CreateNetworkRequest(spec=pb.NetworkSpec(annotations=pb.Annotations(name="n5"), ipam=[pb.IPAMConfig(subnet="10.9.0.128/25")])), INVALID, "overlaps 10.9.0.0/24 of network backend"),
                 ("CreateNetwork", cpb.CreateNetworkRequest(spec=pb.NetworkSpec(annotations=pb.Annotations(name="n3"), ipam=[pb.IPAMConfig(subnet="10.0.0.0/33")])), INVALID, "subnet"),
                 ("CreateNetwork", cpb.CreateNetworkRequest(spec=pb.NetworkSpec(annotations=pb.Annotations(name="n4"), ipam=[pb.IPAMConfig(subnet="10.1.0.0/24", gateway="10.2.0.1")])), INVALID, "outside the subnet"),
                 ("UpdateCluster", cpb.UpdateClusterRequest(cluster_id=cluster.id, cluster_version=cluster.meta.version,
@@ -85,6 +87,13 @@ def test_service_crud_and_validation(etcd_endpoint, tmp_path, unique):
                 assert fragment in err.value.details(), (method, err.value.details())
                 assert "\n" not in err.value.details()
             assert await etcd_dump(etcd_endpoint) == before
+
+            # no subnet given: the allocator's first free /24 of 10.0.0.0/8, recorded in the network
+            auto = (await control.CreateNetwork(cpb.CreateNetworkRequest(spec=pb.NetworkSpec(
+                annotations=pb.Annotations(name="auto"))))).network
+            assert list(auto.ipam) == [pb.IPAMConfig(subnet="10.0.0.0/24", gateway="10.0.0.1")]
+            assert list(manager.store.get("network", auto.id).ipam) == list(auto.ipam)
+            await control.RemoveNetwork(cpb.RemoveNetworkRequest(network_id="auto"))
 
             # a scale keeps spec_version; an image change bumps it
             scaled = (await control.UpdateService(cpb.UpdateServiceRequest(service_id="web", service_version=svc.meta.version, spec=spec("web", 0)))).service
