@@ -12,11 +12,15 @@ from typing import Any
 from flotilla.proto import runtime_pb2 as pb
 from flotilla.runtime.network import NetworkInfo
 
+from .task_networks import LABEL_NETWORK_ID
+
 
 def network_to_proto(info: NetworkInfo) -> pb.NetworkInfo:
+    """Scope `swarm` for a node's copy of a cluster network (as Docker lists those on workers)."""
+    scope = "swarm" if LABEL_NETWORK_ID in info.labels else "local"
     return pb.NetworkInfo(id=info.id, name=info.name, driver=info.driver, subnet=info.subnet, gateway=info.gateway,
                           ip_range=info.ip_range, internal=info.internal, options=dict(info.options),
-                          labels=dict(info.labels), created=info.created, scope="local")
+                          labels=dict(info.labels), created=info.created, scope=scope)
 
 
 class NetworkHandlers:

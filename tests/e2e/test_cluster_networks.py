@@ -89,8 +89,9 @@ def test_services_on_a_cluster_network_reach_each_other_by_name(cluster):
     srv_ips = {c["NetworkSettings"]["Networks"][name]["IPAddress"] for c in running_containers(cluster, srv, 2)}
     (cli_ctr,) = running_containers(cluster, cli)
 
-    # three tasks prepared at once: one local network of that name, the cluster's subnet
-    assert len(local_networks(agent, name)) == 1
+    # three tasks prepared at once: one local network of that name (scope swarm), the cluster's subnet
+    (line,) = local_networks(agent, name)
+    assert line.split()[-1] == "swarm"
     assert all(ipaddress.ip_address(ip) in ipaddress.ip_network(subnet) for ip in srv_ips) and len(srv_ips) == 2
     eth0 = agent.ctl("exec", cli_ctr["Id"], "ip", "-4", "-o", "addr", "show", "eth0").stdout
     assert ipaddress.ip_address(eth0.split("inet ")[1].split("/")[0]) in ipaddress.ip_network(subnet)
