@@ -103,6 +103,8 @@ class TaskController:
                 await self._shutdown()  # e.g. a failure report raced a desired state change
             await self._changed.wait()
         await self._teardown()
+        if self.task.spec.networks:  # its cluster networks go too when no other task here uses them
+            await self._networks.remove_unused()
 
     async def _drive(self) -> None:
         info = await self._find()
@@ -205,17 +207,15 @@ class TaskController:
         self._report(pb.SHUTDOWN)
 
     async def _teardown(self) -> None:
-        """Stop (gracefully) and delete the container; the task is no longer ours. Its cluster
-        networks go too when no other task on this node uses them."""
+        """Stop (gracefully) and delete the container; the task is no longer ours."""
         info = await self._find()
-        if info is not None:
-            with contextlib.suppress(errors.NotFound):
-                if info.status in LIVE:
-                    await self._stop(info.id)
-                await asyncio.to_thread(self._rt.remove, info.id, True)
-            log.info("task %s: container %s removed", self.task.id, info.name)
-        if self.task.spec.networks:
-            await self._networks.remove_unused()
+        if info is None:
+            return
+        with contextlib.suppress(errors.NotFound):
+            if info.status in LIVE:
+                await self._stop(info.id)
+            await asyncio.to_thread(self._rt.remove, info.id, True)
+        log.info("task %s: container %s removed", self.task.id, info.name)
 
     # -- helpers -----------------------------------------------------------------------
     def _stop_wanted(self) -> bool:

@@ -100,12 +100,12 @@ def cmd_ls(client, args) -> int:
 
 
 def cmd_inspect(client, args) -> int:
+    if args.scope == "swarm":
+        return _swarm("inspect")(client, args)
     import json
 
     import grpc
 
-    if args.scope == "swarm":
-        return _swarm("inspect")(client, args)
     docs, failed = [], False
     for ref in args.networks:
         try:
