@@ -35,6 +35,7 @@ class Worker:
         self._reporter = reporter
         self._images = images  # pulls images a task needs; None: only local images run
         self.networks = TaskNetworks(runtime)
+        self._swept = False  # cluster networks left unused by an earlier agent: removed after the first COMPLETE set
         self.node_id = ""  # set by the session before any assignment is applied
         self.controllers: dict[str, TaskController] = {}
         self._leftovers: dict[str, str] | None = None  # task id -> container id, until the first COMPLETE set
@@ -60,6 +61,9 @@ class Worker:
         for task in tasks:
             self._update(task)
         leftovers, self._leftovers = self._leftovers or {}, {}
+        if not self._swept:  # an agent that died between a container's removal and its network's
+            self._swept = True
+            asyncio.ensure_future(self.networks.remove_unused()).add_done_callback(lambda t: t.cancelled() or t.exception())
         for task_id, container_id in leftovers.items():
             if task_id not in wanted:
                 log.info("removing container %s of task %s, which is no longer assigned", container_id[:12], task_id)

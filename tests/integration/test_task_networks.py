@@ -16,6 +16,7 @@ from flotilla.agent.worker import Worker
 from flotilla.proto import objects_pb2 as pb
 from flotilla.runtime.netwiring import instance_for
 from flotilla.runtime.runtime import Runtime
+from flotilla.runtime.spec import ContainerSpec
 
 from test_cluster_agent_worker import make_task, state, until
 
@@ -128,6 +129,9 @@ def test_a_network_that_differs_rejects_the_task_and_is_kept(runtime, unique):
         await worker.scan()
         await asyncio.to_thread(runtime.net.nm.create_network, net.spec.annotations.name, subnet=other_subnet,
                                 labels={LABEL_NETWORK_ID: net.id})
+        # a container configured on it keeps the agent's sweep of unused networks away from it
+        await asyncio.to_thread(runtime.create, ContainerSpec(image="busybox:latest", name=f"user-{unique}", cmd=["true"],
+                                                              network_mode=net.spec.annotations.name))
         task = on(make_task(unique, 1, ["sleep", "1000"]), net)
         lost = make_task(unique, 2, ["sleep", "1000"])
         lost.spec.networks.add(target="gone")  # the manager no longer had the network
@@ -136,8 +140,26 @@ def test_a_network_that_differs_rejects_the_task_and_is_kept(runtime, unique):
         assert f"has subnet {other_subnet}" in reporter.observed(task.id).err
         await until(lambda: state(reporter, lost) == pb.REJECTED, what="REJECTED without the network")
         assert "network gone is not known to the manager" in reporter.observed(lost.id).err
-        assert not await asyncio.to_thread(runtime.list, True)
+        assert [c.name for c in await asyncio.to_thread(runtime.list, True)] == [f"user-{unique}"]
         worker.apply_complete([])
         await asyncio.sleep(0.2)
+        worker.close()
+    asyncio.run(scenario())
+
+
+def test_a_network_left_unused_by_an_earlier_agent_is_removed(runtime, unique):
+    """The agent died after removing a task's container but before removing its network."""
+    net = cluster_network(unique, "left", free_subnet(unique, 5))
+
+    async def scenario():
+        await asyncio.to_thread(runtime.net.nm.create_network, net.spec.annotations.name, subnet=net.ipam[0].subnet,
+                                labels={LABEL_NETWORK_ID: net.id})
+        mine = await asyncio.to_thread(runtime.net.nm.create_network, f"mine-{unique}", subnet=free_subnet(unique, 6))
+        worker = Worker(runtime, Reporter())
+        worker.node_id = "n1"
+        await worker.scan()
+        worker.apply_complete([])
+        await until(lambda: not local(runtime, net.spec.annotations.name), what="the leftover network removed")
+        assert local(runtime, mine.name)  # a user's network is not the agent's to remove
         worker.close()
     asyncio.run(scenario())
