@@ -130,8 +130,8 @@ def test_a_network_that_differs_rejects_the_task_and_is_kept(runtime, unique):
         await asyncio.to_thread(runtime.net.nm.create_network, net.spec.annotations.name, subnet=other_subnet,
                                 labels={LABEL_NETWORK_ID: net.id})
         # a container configured on it keeps the agent's sweep of unused networks away from it
-        await asyncio.to_thread(runtime.create, ContainerSpec(image="busybox:latest", name=f"user-{unique}", cmd=["true"],
-                                                              network_mode=net.spec.annotations.name))
+        user = ContainerSpec(image="busybox:latest", name=f"user-{unique}", cmd=["true"], network_mode=net.spec.annotations.name)
+        await asyncio.to_thread(runtime.create, user)
         task = on(make_task(unique, 1, ["sleep", "1000"]), net)
         lost = make_task(unique, 2, ["sleep", "1000"])
         lost.spec.networks.add(target="gone")  # the manager no longer had the network
