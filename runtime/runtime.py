@@ -413,7 +413,8 @@ class Runtime:
                     "started_at": started, "finished_at": 0.0, "exit_code": 0, "oom_killed": False, "error": "",
                     "finalized": False,
                 })
-                self._store.save(record)
+                encoded = self._store.encode(record)
+            self._store.write(cid, encoded)  # durable, outside the lock: still "starting", so nobody else writes it
             return proc.attach
         finally:
             with self._lock:
