@@ -356,9 +356,15 @@ def main() -> int:
             print(f"{label:<28}{ours[key]:>9.2f}s{theirs[key]:>9.2f}s{theirs[key] / ours[key]:>16.1f}x")
         else:
             print(f"{label:<28}{ours[key]:>9.2f}s{'-':>10}{'-':>17}")
-    if not theirs:
+    beyond = f"rm: beyond the {GRACE} s grace"
+    if theirs:
+        print(f"{beyond:<28}{ours['remove'] - GRACE:>9.2f}s{theirs['remove'] - GRACE:>9.2f}s"
+              f"{(theirs['remove'] - GRACE) / max(ours['remove'] - GRACE, 0.01):>16.1f}x")
+    else:
+        print(f"{beyond:<28}{ours['remove'] - GRACE:>9.2f}s")
         ref = ", ".join(f"{k} {v[1]} s ({v[0]} replicas)" for k, v in REFERENCE.items())
-        print(f"(no Docker engine and no dockerd binary; reference measured here before: {ref})")
+        why = "--docker none" if args.docker == "none" else "no Docker engine and no dockerd binary"
+        print(f"({why}; Docker's reference measured here before: {ref})")
     print(f"memory with {2 * n} tasks, flotilla: {fmt_memory(ours['memory'])}")
     if theirs:
         print(f"memory with {2 * n} tasks, docker:   {fmt_memory(theirs['memory'])}")
