@@ -145,6 +145,7 @@ class ContainerStore:
         return json.dumps(record, indent=1, sort_keys=True).encode()
 
     def write(self, cid: str, data: bytes, durable: bool = True) -> None:
+        """Replace the record on disk with what `encode` returned (see `save`)."""
         atomic_write_bytes(self.bundle(cid) / "config.json", data, durable=durable)
 
     def delete(self, cid: str) -> None:
