@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import devicefilter
 from .errors import InvalidArgument, RuntimeFault
 
 DEFAULT_ROOT = Path("/sys/fs/cgroup")
@@ -177,15 +178,21 @@ class Cgroup:
             raise
 
     def _restrict_devices(self) -> None:
-        """Deny every device but Docker's defaults (v1 devices controller).
+        """Deny every device but Docker's defaults.
 
-        On a pure v2 host the same needs an eBPF device program, which is not built yet: there
-        the controller is absent and this does nothing (see docs/runtime.md).
+        v1 (and hybrid): the devices controller's allowlist. v2: an eBPF device program attached
+        to the cgroup (devicefilter.py). A directory merely laid out like a cgroup2 mount (the
+        unit tests') has neither, and there this does nothing.
         """
-        hier = self.driver.hierarchies.get("devices")
-        if self.driver.v2 or hier is None:
+        d = self.driver
+        if d.v2:
+            if d.device_filter_supported:
+                devicefilter.attach(d.device_program(), d.mount_root / d.parent / self.name)
             return
-        path = hier / self.driver.parent / self.name
+        hier = d.hierarchies.get("devices")
+        if hier is None:
+            return
+        path = hier / d.parent / self.name
         _write(path / "devices.deny", "a")
         for rule in DEFAULT_DEVICE_RULES:
             _write(path / "devices.allow", rule)
@@ -363,7 +370,10 @@ class CgroupDriver:
         self.hierarchies: dict[str, Path] = {}
         self.v2_available: set[str] = set()
         self.parent_ready = False  # ensure_parent ran (reset by remove_parent)
+        self._device_prog = -1  # the loaded eBPF device filter (v2), made on first use
+        self.device_filter_supported = False
         if self.v2:
+            self.device_filter_supported = devicefilter.is_cgroup2(self.mount_root)
             self.hierarchies["unified"] = self.mount_root
             offered = set(_read(self.mount_root / "cgroup.controllers").split())
             self.v2_available = {c for c in V2_CONTROLLERS if c in offered}
@@ -390,6 +400,18 @@ class CgroupDriver:
                 del self.hierarchies[name]
             else:
                 seen[path] = name
+
+    def device_program(self) -> int:
+        """The fd of the eBPF device filter for DEFAULT_DEVICE_RULES, loaded once per driver."""
+        if self._device_prog < 0:
+            self._device_prog = devicefilter.load_program([devicefilter.DeviceRule.parse(r) for r in DEFAULT_DEVICE_RULES])
+        return self._device_prog
+
+    def close(self) -> None:
+        """Release the device program's fd (programs stay attached to existing cgroups)."""
+        if self._device_prog >= 0:
+            os.close(self._device_prog)
+            self._device_prog = -1
 
     def cgroup(self, name: str) -> Cgroup:
         if not re.match(r"^[a-zA-Z0-9_.-]+$", name) or name in (".", ".."):

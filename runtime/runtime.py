@@ -96,6 +96,7 @@ class Runtime:
     def close(self) -> None:
         """Stop the network's DNS thread and close its handles; containers and kernel state stay."""
         self.net.close()
+        self.cgroups.close()
 
     def close_cgroup_parent(self) -> None:
         """Remove this runtime's cgroup parent (when the agent shuts down for good, and in tests)."""

@@ -63,6 +63,13 @@ def check_task_spec(task: pb.TaskSpec) -> None:
     for m in c.mounts:
         if not m.target.startswith("/"):
             raise ValidationError(f"mount target {m.target!r} must be an absolute path")
+    # a NUL byte cannot reach execve, a path or a label on the node: refuse it here, at once
+    texts = {"command": list(c.command), "args": list(c.args), "working directory": [c.dir], "user": [c.user],
+             "hostname": [c.hostname], "stop signal": [c.stop_signal], "label": [*c.labels, *c.labels.values()],
+             "mount": [t for m in c.mounts for t in (m.source, m.target)]}
+    for what, values in texts.items():
+        if any("\0" in v for v in values):
+            raise ValidationError(f"{what} must not contain a NUL byte")
     check_duration("stop grace period", c.stop_grace_period)
     res = task.resources
     check_resources("reserved", res.reservations)

@@ -186,4 +186,37 @@ def check_config(data: bytes) -> dict[str, Any]:
         check_digest(d)
     if cfg.get("os", "linux") != "linux":
         raise InvalidArgument(f"image operating system {cfg.get('os')!r} cannot be used on this platform (linux)")
+    _check_run_config(cfg.get("config"))
     return cfg
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and "\0" not in value
+
+
+def _check_run_config(run: Any) -> None:
+    """The fields a container is made from must have the types Docker's Go structs give them.
+
+    An image is untrusted input: a string where a list belongs (`"Entrypoint": "sh"`), a number
+    for a path or a NUL byte in an argument would otherwise surface as a crash or a mangled
+    command at `run`, long after the pull that brought the image in.
+    """
+    if run is None:
+        return
+    if not isinstance(run, dict):
+        raise InvalidArgument("invalid image config: 'config' must be an object")
+    for key in ("Cmd", "Entrypoint", "Env"):
+        value = run.get(key)
+        if value is not None and not (isinstance(value, list) and all(_text(v) for v in value)):
+            raise InvalidArgument(f"invalid image config: config.{key} must be a list of strings")
+    for key in ("WorkingDir", "User", "StopSignal"):
+        value = run.get(key)
+        if value is not None and not _text(value):
+            raise InvalidArgument(f"invalid image config: config.{key} must be a string")
+    for key in ("ExposedPorts", "Volumes", "Labels"):
+        value = run.get(key)
+        if value is not None and not (isinstance(value, dict) and all(_text(k) for k in value)):
+            raise InvalidArgument(f"invalid image config: config.{key} must be an object")
+    labels = run.get("Labels") or {}
+    if not all(_text(v) for v in labels.values()):
+        raise InvalidArgument("invalid image config: config.Labels values must be strings")

@@ -203,6 +203,34 @@ def test_host_devices_are_unusable_despite_mknod(rt):
     assert "4" in out.split(), out  # the allowed devices still work
 
 
+def test_host_devices_are_unusable_on_cgroup_v2(tmp_path, unique, busybox_tar):
+    """The same on cgroup v2, where an eBPF device program replaces the devices controller.
+
+    The runtime drives this hybrid host's real cgroup2 mount (`unified`) as a pure v2 host's
+    root, so the container's only device restriction is the program the runtime attached.
+    """
+    root = tmp_path / "root"
+    unified = Path("/sys/fs/cgroup/unified")
+    runtime = Runtime(root, cgroup_parent=f"flotilla-test-{unique}", cgroup_root=unified,
+                      default_subnet=subnet_for(unique))
+    try:
+        assert runtime.cgroups.v2 and runtime.cgroups.device_filter_supported
+        runtime.import_image(busybox_tar, "busybox", {"Cmd": ["sh"]})
+        out, code = run(runtime, "sh", "-c", "mknod /tmp/k c 10 200 && head -c 1 /tmp/k; head -c 4 /dev/zero | wc -c",
+                        network_mode="none")
+        assert code == 0, out
+        assert "/tmp/k: Operation not permitted" in out, out
+        assert "4" in out.split(), out
+    finally:
+        for c in runtime.list(all=True):
+            runtime.remove(c.id, force=True, volumes=True)
+        runtime.close_cgroup_parent()
+        runtime.drain()
+        runtime.close()
+    assert not (unified / f"flotilla-test-{unique}").exists()
+    assert mounts_containing(str(root)) == [] and processes_mentioning(str(root)) == []
+
+
 def test_pids_limit_stops_a_fork_bomb(rt):
     # the subshell forks until the kernel refuses; the main shell then only uses builtins (echo, read)
     c = rt.create(ContainerSpec(image="busybox", pids_limit=10, stdin_open=True, cmd=[
