@@ -39,6 +39,21 @@ MESSAGES = {
     pb.REJECTED: "rejected",
 }
 LIVE = ("running", "paused")
+KILL_WAIT = 10.0  # seconds for a SIGKILLed container's shim to report the exit before the runtime's fallback
+
+
+async def _exited(pidfd: int, timeout: float) -> bool:
+    """Whether the process behind `pidfd` exits within `timeout` seconds (awaited on the loop)."""
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+    loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+    try:
+        await asyncio.wait_for(exited, timeout)
+        return True
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(pidfd)
 
 
 class TaskController:
@@ -207,15 +222,22 @@ class TaskController:
         self._report(pb.SHUTDOWN)
 
     async def _teardown(self) -> None:
-        """Stop (gracefully) and delete the container; the task is no longer ours."""
-        info = await self._find()
-        if info is None:
-            return
-        with contextlib.suppress(errors.NotFound):
+        """Stop (gracefully) and delete the container; the task is no longer ours. A container
+        this controller saw end is deleted by id at once: looking it up first would make the
+        runtime finalize its exit (a durable write, under the runtime's lock) only for the
+        record to be deleted right after — the cost that serialised a 200-task removal."""
+        cid = self.container_id if self.state > pb.RUNNING else None
+        if cid is None:
+            info = await self._find()
+            if info is None:
+                return
+            cid = info.id
             if info.status in LIVE:
-                await self._stop(info.id)
-            await asyncio.to_thread(self._rt.remove, info.id, True)
-        log.info("task %s: container %s removed", self.task.id, info.name)
+                with contextlib.suppress(errors.NotFound):
+                    await self._stop(cid)
+        with contextlib.suppress(errors.NotFound):
+            await asyncio.to_thread(self._rt.remove, cid, True)  # force: kills whatever still runs
+            log.info("task %s: container %s removed", self.task.id, cid[:12])
 
     # -- helpers -----------------------------------------------------------------------
     def _stop_wanted(self) -> bool:
@@ -258,26 +280,24 @@ class TaskController:
             os.close(fd)
 
     async def _stop(self, cid: str) -> None:
-        """The stop signal, the task's grace period, then SIGKILL — without holding a thread
-        for the grace period, so hundreds of tasks can stop at once."""
-        try:
-            await asyncio.to_thread(self._rt.kill, cid, self.task.spec.container.stop_signal or "SIGTERM")
-        except errors.Conflict:
-            return  # not running any more
+        """The stop signal, the task's grace period, then SIGKILL — all awaited on the shim's
+        pidfd, without holding a thread or the runtime's lock while waiting, so hundreds of
+        tasks stop at once and their kills after the grace do not queue behind each other."""
         fd = await asyncio.to_thread(self._rt.shim_pidfd, cid)
-        if fd is not None:
-            loop = asyncio.get_running_loop()
-            exited = loop.create_future()
-            loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
-            try:
-                await asyncio.wait_for(exited, grace_seconds(self.task))
-                return
-            except asyncio.TimeoutError:
-                pass
-            finally:
-                loop.remove_reader(fd)
-                os.close(fd)
-        await asyncio.to_thread(self._rt.stop, cid, 0)
+        if fd is None:
+            return  # not running
+        try:
+            for sig, wait in ((self.task.spec.container.stop_signal or "SIGTERM", grace_seconds(self.task)),
+                              ("SIGKILL", KILL_WAIT)):
+                try:
+                    await asyncio.to_thread(self._rt.kill, cid, sig)
+                except errors.Conflict:
+                    return  # not running any more
+                if await _exited(fd, wait):
+                    return
+        finally:
+            os.close(fd)
+        await asyncio.to_thread(self._rt.stop, cid, 0)  # the runtime's last resort: kill by cgroup
 
     def _fail(self, err: str) -> None:
         self._report(pb.FAILED if self.state >= pb.STARTING else pb.REJECTED, err=err)

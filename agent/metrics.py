@@ -17,7 +17,7 @@ from flotilla.runtime import errors
 from flotilla.runtime.runtime import Runtime
 
 log = logging.getLogger("flotilla.agent.metrics")
-STATES = ("created", "running", "paused", "restarting", "exited", "dead")
+STATES = ("created", "running", "paused", "restarting", "removing", "exited", "dead")
 
 
 class RuntimeCollector(Collector):

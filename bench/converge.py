@@ -5,22 +5,29 @@ cgroup parent `flotilla-bench-<random>`):
   (1) `service create` of N replicas of busybox `sleep` until N tasks RUNNING (and N containers up)
   (2) scale N -> 2N until 2N RUNNING
   (3) `service rm` until no container is left on the node
-and the RSS of the agent and the manager with 2N tasks. Where a Docker engine answers
-(`docker info`), the same three steps with `docker swarm init` + `docker service create` on a
-busybox image imported from the same rootfs tar, then `docker swarm leave --force`; ratios are
-printed. Without an engine the reference measured here before is printed for context (Docker:
-16.2 s for 50 replicas, 16.6 s to scale 50 -> 100, 20.2 s to remove 100).
+and the memory of the daemons with 2N tasks. Then the same three steps on Docker swarm mode
+(`docker swarm init` on loopback, `docker service create` of a busybox image imported from the
+same rootfs tar) and the ratios. Docker is the engine that answers `docker info`, or else, when
+the `dockerd` binary is installed (Debian package docker.io), a private dockerd started for the
+run (bench/private_dockerd.py: own roots and socket, host networking untouched, every side
+effect undone at the end). Without either, the reference measured here before is printed
+(Docker: 16.2 s for 50 replicas, 16.6 s to scale 50 -> 100, 20.2 s to remove 100).
 
-Both sides use their default stop grace period (10 s) on `sleep`, which ignores SIGTERM as pid 1.
-Everything it created is removed at the end, whatever happens.
+Both sides get the same stop grace period (10 s, both defaults) on `sleep`, which ignores
+SIGTERM as pid 1, so step (3) is bounded below by the grace period on both sides.
+Both sides are polled through their APIs (gRPC; the Engine API on a unix socket), never by
+starting a CLI process per poll, which would compete with the daemons for the two cores.
+Everything it created is removed at the end, whatever happens (Ctrl-C and SIGTERM included).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,18 +42,38 @@ BIN = Path(sys.executable).parent
 from flotilla.proto import control_pb2 as cpb  # noqa: E402
 from flotilla.proto import control_pb2_grpc as cgrpc  # noqa: E402
 from flotilla.proto import objects_pb2 as pb  # noqa: E402
+from flotilla.proto import runtime_pb2 as rpb  # noqa: E402
+from flotilla.proto import runtime_pb2_grpc as rgrpc  # noqa: E402
 from flotilla.swarmd.allinone import free_port  # noqa: E402
 from flotilla.swarmd.busybox_image import write_busybox_tar  # noqa: E402
+from private_dockerd import DockerEngine, PrivateDockerd  # noqa: E402
 
 REFERENCE = {"create": (50, 16.2), "scale": (50, 16.6), "remove": (100, 20.2)}  # Docker, measured here before
 IMAGE = "busybox:latest"
+GRACE = 10  # seconds of stop grace period, on both sides (both defaults)
 
 
 def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages (the shim binary, libc) divided among their users,
+    so that a sum over 200 shims is the memory they really take."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return 0.0
 
 
@@ -57,14 +84,14 @@ def children(pid: int) -> list[int]:
         return []
 
 
-def cmdline(pid: int) -> str:
+def cmdline(pid: int) -> list[str]:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
-        return ""
+        return []
 
 
-def poll(predicate, timeout: float, what: str, interval: float = 0.1) -> float:
+def poll(predicate, timeout: float, what: str, interval: float = 0.05) -> float:
     """Seconds until `predicate()` is true (raises after `timeout`)."""
     start = time.monotonic()
     while not predicate():
@@ -85,6 +112,8 @@ class Flotilla:
         self.proc: subprocess.Popen | None = None
         self.channel = grpc.insecure_channel(f"unix://{self.control_sock}")
         self.control = cgrpc.ControlStub(self.channel)
+        self.agent_channel = grpc.insecure_channel(f"unix://{self.agent_sock}")
+        self.agent = rgrpc.RuntimeStub(self.agent_channel)
 
     def start(self, tar: Path) -> None:
         with open(self.tmp / "swarmd.log", "ab") as log:
@@ -93,7 +122,8 @@ class Flotilla:
                  f"unix://{self.control_sock}", "--listen-remote", self.remote, "--listen-local",
                  f"unix://{self.agent_sock}", "--cgroup-parent", self.cgroup_parent],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        poll(lambda: self.ctl("ps", check=False).returncode == 0 or self.proc.poll() is not None, 60, "all-in-one")
+        poll(lambda: self.ctl("ps", check=False).returncode == 0 or self.proc.poll() is not None, 60, "all-in-one",
+             interval=0.2)
         if self.proc.poll() is not None:
             raise SystemExit(f"swarmd all-in-one exited; see {self.tmp / 'swarmd.log'}")
         self.ctl("image", "import", str(tar), IMAGE)
@@ -103,36 +133,89 @@ class Flotilla:
                               capture_output=True, text=True)
 
     def containers(self, running: bool) -> int:
-        return len(self.ctl("ps", "-q", *([] if running else ["-a"])).stdout.split())
+        listed = self.agent.ListContainers(rpb.ListContainersRequest(all=not running)).containers
+        return sum(1 for c in listed if not running or c.status == "running")
+
+    def bundles(self) -> int:
+        """Containers that exist on the node, read from the runtime's state directory: a bundle
+        is renamed away the moment its container is deleted. Asking the agent instead
+        (ListContainers) would make it derive the status of all 200 under its lock four times a
+        second, in the middle of the removals being measured; Docker's container list is an
+        in-memory read."""
+        return sum(1 for e in os.scandir(self.root / "containers") if len(e.name) == 64 and e.is_dir())
 
     def running_tasks(self, service_id: str) -> int:
         tasks = self.control.ListTasks(cpb.ListTasksRequest(service_ids=[service_id])).tasks
         return sum(1 for t in tasks if t.status.state == pb.RUNNING and t.desired_state == pb.RUNNING)
 
-    def run(self, n: int) -> dict[str, float]:
+    def converged(self, service_id: str, n: int) -> bool:
+        """n tasks RUNNING (the manager's cache, cheap), then n containers running on the node
+        (listing them costs the agent a read of every container's state, so only then)."""
+        return self.running_tasks(service_id) >= n and self.containers(True) >= n
+
+    def memory(self) -> dict[str, float]:
+        """RSS of each part of all-in-one, and the PSS of all the task containers' shims together
+        (reported apart, as Docker's containerd-shims are apart from dockerd and containerd)."""
+        out = {}
+        for pid in children(self.proc.pid):
+            args = cmdline(pid)
+            part = "etcd" if Path(args[0]).name == "etcd" else (args[2] if len(args) > 2 else "")
+            if part in ("agent", "manager", "etcd"):
+                out[part] = rss_mb(pid)
+        root = str(self.root)
+        shims = [p for p in map(int, filter(str.isdigit, os.listdir("/proc")))
+                 if (a := cmdline(p)) and a[0].endswith("flotilla-shim") and any(root in x for x in a)]
+        out["shims"] = sum(map(pss_mb, shims))
+        out["shim_count"] = len(shims)
+        return out
+
+    def profile(self, out: Path) -> list[subprocess.Popen]:
+        """py-spy (pip install py-spy; not a dependency) on the agent and the manager, as
+        collapsed stacks `<out>/<part>.txt`, until the processes are interrupted."""
+        spy = shutil.which("py-spy") or str(BIN / "py-spy")
+        out.mkdir(parents=True, exist_ok=True)
+        procs = []
+        for pid in children(self.proc.pid):
+            args = cmdline(pid)
+            if len(args) > 2 and args[2] in ("agent", "manager"):
+                procs.append(subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "250", "--format", "raw",
+                                               "--threads", "--idle", "-o", str(out / f"{args[2]}.txt")],
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(1)  # py-spy attaches
+        return procs
+
+    def run(self, n: int, profile: Path | None = None) -> dict[str, object]:
+        spies = self.profile(profile) if profile else []
+        try:
+            return self._run(n)
+        finally:
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+                spy.wait()
+
+    def _run(self, n: int) -> dict[str, object]:
         spec = pb.ServiceSpec()
         spec.annotations.name = "bench"
         spec.task.container.image = IMAGE
         spec.task.container.args.extend(["sleep", "1000000"])
+        spec.task.container.stop_grace_period.seconds = GRACE
         spec.replicated.replicas = n
-        out: dict[str, float] = {}
+        out: dict[str, object] = {}
         t0 = time.monotonic()
         svc = self.control.CreateService(cpb.CreateServiceRequest(spec=spec)).service
-        poll(lambda: self.running_tasks(svc.id) >= n and self.containers(True) >= n, 600, f"{n} running")
+        poll(lambda: self.converged(svc.id, n), 600, f"{n} running")
         out["create"] = time.monotonic() - t0
         current = self.control.GetService(cpb.GetServiceRequest(service_id=svc.id)).service
         spec.replicated.replicas = 2 * n
         t0 = time.monotonic()
         self.control.UpdateService(cpb.UpdateServiceRequest(service_id=svc.id, service_version=current.meta.version,
                                                             spec=spec))
-        poll(lambda: self.running_tasks(svc.id) >= 2 * n and self.containers(True) >= 2 * n, 600, f"{2 * n} running")
+        poll(lambda: self.converged(svc.id, 2 * n), 600, f"{2 * n} running")
         out["scale"] = time.monotonic() - t0
-        parts = {cmdline(p).split()[2] if len(cmdline(p).split()) > 2 else "": p for p in children(self.proc.pid)}
-        out["agent_rss"] = rss_mb(parts["agent"]) if "agent" in parts else 0.0
-        out["manager_rss"] = rss_mb(parts["manager"]) if "manager" in parts else 0.0
+        out["memory"] = self.memory()
         t0 = time.monotonic()
         self.control.RemoveService(cpb.RemoveServiceRequest(service_id=svc.id))
-        poll(lambda: self.containers(False) == 0, 600, "every container removed", interval=0.25)
+        poll(lambda: self.bundles() == 0, 600, "every container removed", interval=0.25)
         out["remove"] = time.monotonic() - t0
         return out
 
@@ -147,6 +230,7 @@ class Flotilla:
                 self.proc.kill()
                 self.proc.wait()
         self.channel.close()
+        self.agent_channel.close()
         for parent in Path("/sys/fs/cgroup").glob(f"*/{self.cgroup_parent}"):
             if not parent.parent.is_symlink():
                 for child in sorted(parent.rglob("*"), reverse=True):
@@ -155,79 +239,135 @@ class Flotilla:
                 parent.rmdir()
 
 
-def docker_available() -> bool:
-    if not shutil.which("docker"):
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+def free_udp_port() -> int:
+    """A free UDP port in the range Docker accepts for `--data-path-port` (1024-49151)."""
+    while True:
+        port = random.randint(20000, 49151)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
-def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True)
-
-
-def docker_run(n: int, tar: Path, suffix: str) -> dict[str, float]:
+def docker_run(engine: DockerEngine, n: int, tar: Path, suffix: str) -> dict[str, object]:
     """The same steps on Docker swarm mode (a single-node swarm on loopback)."""
     image = f"flotilla-bench-busybox:{suffix}"
     name = f"flotilla-bench-{suffix}"
-    docker("import", "--change", 'CMD ["sh"]', str(tar), image)
-    docker("swarm", "init", "--advertise-addr", "127.0.0.1")
-    label = f"label=com.docker.swarm.service.name={name}"
+    label = f"com.docker.swarm.service.name={name}"
+    engine.docker("import", "--change", 'CMD ["sh"]', str(tar), image)
+    engine.docker("swarm", "init", "--advertise-addr", "127.0.0.1", "--listen-addr", f"127.0.0.1:{free_port()}",
+                  "--data-path-addr", "127.0.0.1", "--data-path-port", str(free_udp_port()))
 
-    def running() -> int:
-        return len(docker("ps", "-q", "--filter", label).stdout.split())
+    def containers(running: bool) -> int:
+        filters = {"label": [label], **({"status": ["running"]} if running else {})}
+        return len(engine.api("/containers/json", all="0" if running else "1", filters=json.dumps(filters)))
 
-    out: dict[str, float] = {}
+    out: dict[str, object] = {}
     try:
         t0 = time.monotonic()
-        docker("service", "create", "--detach", "--name", name, "--replicas", str(n), image, "sleep", "1000000")
-        poll(lambda: running() >= n, 900, f"docker: {n} running", interval=0.25)
+        engine.docker("service", "create", "--detach", "--name", name, "--replicas", str(n),
+                      "--stop-grace-period", f"{GRACE}s", image, "sleep", "1000000")
+        poll(lambda: containers(True) >= n, 900, f"docker: {n} running")
         out["create"] = time.monotonic() - t0
         t0 = time.monotonic()
-        docker("service", "scale", "--detach", f"{name}={2 * n}")
-        poll(lambda: running() >= 2 * n, 900, f"docker: {2 * n} running", interval=0.25)
+        engine.docker("service", "scale", "--detach", f"{name}={2 * n}")
+        poll(lambda: containers(True) >= 2 * n, 900, f"docker: {2 * n} running")
         out["scale"] = time.monotonic() - t0
+        memory = {part: rss_mb(pid) for part, pid in engine.daemon_pids().items()}
+        shims = engine.shim_pids()
+        memory["shims"] = sum(map(pss_mb, shims))
+        memory["shim_count"] = len(shims)
+        out["memory"] = memory
         t0 = time.monotonic()
-        docker("service", "rm", name)
-        poll(lambda: not docker("ps", "-aq", "--filter", label).stdout.split(), 900, "docker: containers removed",
-             interval=0.25)
+        engine.docker("service", "rm", name)
+        poll(lambda: containers(False) == 0, 900, "docker: containers removed", interval=0.25)
         out["remove"] = time.monotonic() - t0
     finally:
-        docker("service", "rm", name, check=False)
-        docker("swarm", "leave", "--force", check=False)
-        docker("image", "rm", image, check=False)
+        engine.docker("service", "rm", name, check=False)
+        engine.docker("swarm", "leave", "--force", check=False)
+        engine.docker("image", "rm", image, check=False)
     return out
+
+
+def host_docker() -> DockerEngine | None:
+    """The engine that answers `docker info` (DOCKER_HOST or the default socket), if any."""
+    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return None
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return DockerEngine(Path(host.removeprefix("unix://")))
+
+
+def measure_docker(n: int, tar: Path, tmp: Path, suffix: str, mode: str) -> dict[str, object] | None:
+    if mode == "none":
+        return None
+    engine = host_docker() if mode == "auto" else None
+    if engine is not None:
+        print("docker: using the engine that answers `docker info`", file=sys.stderr)
+        return docker_run(engine, n, tar, suffix)
+    if not shutil.which("dockerd") or not shutil.which("docker"):
+        return None
+    print("docker: starting a private dockerd for this run", file=sys.stderr)
+    with PrivateDockerd(tmp, suffix) as engine:
+        return docker_run(engine, n, tar, suffix)
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every `finally`
+
+
+def fmt_memory(mem: dict[str, float]) -> str:
+    parts = [f"{k} {v:.0f} MB" for k, v in mem.items() if k not in ("shims", "shim_count")]
+    return ", ".join(parts + [f"{int(mem['shim_count'])} shims {mem['shims']:.0f} MB together (PSS)"])
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", type=int, default=100, help="N: create N, scale to 2N, remove (default 100)")
+    parser.add_argument("--docker", choices=("auto", "private", "none"), default="auto",
+                        help="auto: the engine answering `docker info`, else a private dockerd; "
+                             "private: always a private dockerd; none: Flotilla only")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="record the agent and the manager with py-spy into DIR/agent.txt, DIR/manager.txt")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/converge.py needs root (it runs containers)")
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGHUP, _interrupted)
     suffix = uuid.uuid4().hex[:8]
-    tmp = Path(tempfile.mkdtemp(prefix=f"flotilla-converge-{suffix}-"))
+    tmp = Path(tempfile.mkdtemp(prefix=f"fconv-{suffix}-"))  # short: dockerd puts unix sockets under it
     n = args.replicas
     fl = Flotilla(tmp, suffix)
     try:
         tar = write_busybox_tar(tmp / "busybox.tar")
         fl.start(tar)
-        ours = fl.run(n)
-        theirs = docker_run(n, tar, suffix) if docker_available() else None
+        ours = fl.run(n, args.profile)
+        fl.close()
+        theirs = measure_docker(n, tar, tmp, suffix, args.docker)
     finally:
         fl.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"\nconvergence on one node, busybox sleep, N={n}")
-    print(f"{'step':<28}{'flotilla':>10}{'docker':>10}{'ratio':>8}")
+    print(f"\nconvergence on one node, busybox sleep, N={n}, stop grace {GRACE} s on both; load {os.getloadavg()[0]:.1f}")
+    print(f"{'step':<28}{'flotilla':>10}{'docker':>10}{'docker/flotilla':>17}")
     steps = {"create": f"create {n} -> running", "scale": f"scale {n} -> {2 * n}", "remove": f"rm {2 * n} -> none"}
     for key, label in steps.items():
         if theirs:
-            print(f"{label:<28}{ours[key]:>9.1f}s{theirs[key]:>9.1f}s{ours[key] / theirs[key]:>8.2f}")
+            print(f"{label:<28}{ours[key]:>9.2f}s{theirs[key]:>9.2f}s{theirs[key] / ours[key]:>16.1f}x")
         else:
-            print(f"{label:<28}{ours[key]:>9.1f}s{'-':>10}{'-':>8}")
-    if not theirs:
+            print(f"{label:<28}{ours[key]:>9.2f}s{'-':>10}{'-':>17}")
+    beyond = f"rm: beyond the {GRACE} s grace"
+    if theirs:
+        print(f"{beyond:<28}{ours['remove'] - GRACE:>9.2f}s{theirs['remove'] - GRACE:>9.2f}s"
+              f"{(theirs['remove'] - GRACE) / max(ours['remove'] - GRACE, 0.01):>16.1f}x")
+    else:
+        print(f"{beyond:<28}{ours['remove'] - GRACE:>9.2f}s")
         ref = ", ".join(f"{k} {v[1]} s ({v[0]} replicas)" for k, v in REFERENCE.items())
-        print(f"(no Docker engine answers `docker info`; reference measured here before: {ref})")
-    print(f"RSS with {2 * n} tasks: agent {ours['agent_rss']:.0f} MB, manager {ours['manager_rss']:.0f} MB")
+        why = "--docker none" if args.docker == "none" else "no Docker engine and no dockerd binary"
+        print(f"({why}; Docker's reference measured here before: {ref})")
+    print(f"memory with {2 * n} tasks, flotilla: {fmt_memory(ours['memory'])}")
+    if theirs:
+        print(f"memory with {2 * n} tasks, docker:   {fmt_memory(theirs['memory'])}")
     print(json.dumps({"flotilla": ours, "docker": theirs}))
     return 0
 

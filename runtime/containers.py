@@ -7,6 +7,7 @@ the files the shim leaves (exit file, shim pid alive) so it is right after any c
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgument, RuntimeFault
-from .fsutil import Reaper, atomic_write_json, read_json, remove_tree, sweep_temps, to_trash
+from .fsutil import Reaper, atomic_write_bytes, atomic_write_json, read_json, remove_tree, sweep_temps, to_trash
 from .images import DEFAULT_PATH
 from .spec import ContainerSpec, merge_env
 
@@ -134,8 +135,18 @@ class ContainerStore:
 
     def save(self, record: dict[str, Any], durable: bool = True) -> None:
         """Replace the record on disk; `durable=False` only for a container that is not running."""
-        atomic_write_json(self.bundle(record["id"]) / "config.json", record, durable=durable)
+        self.write(record["id"], self.encode(record), durable)
         self.records[record["id"]] = record
+
+    @staticmethod
+    def encode(record: dict[str, Any]) -> bytes:
+        """The record as `save` writes it: taken under the runtime's lock, so that the (durable,
+        slow) `write` can happen outside it while nobody else may change that container."""
+        return json.dumps(record, indent=1, sort_keys=True).encode()
+
+    def write(self, cid: str, data: bytes, durable: bool = True) -> None:
+        """Replace the record on disk with what `encode` returned (see `save`)."""
+        atomic_write_bytes(self.bundle(cid) / "config.json", data, durable=durable)
 
     def delete(self, cid: str) -> None:
         """The bundle is renamed away at once; its files are deleted by the reaper thread."""

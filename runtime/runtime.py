@@ -6,7 +6,9 @@ as a stop's grace period happen outside it). Nothing here knows about gRPC.
 
 Status is derived, never stored: a container whose record has a shim pid is "running" while
 that shim (identified by pid *and* start time) lives, "paused" when its freezer is frozen,
-"exited" once the shim's exit file exists, "dead" if the shim vanished without one. The first
+"exited" once the shim's exit file exists, "dead" if the shim vanished without one ("created"
+while a start is under way and "removing" during a removal, the two steps that run partly
+outside the lock so that many containers start or go at once). The first
 query that sees an exit "finalizes" it: exit code and time from the exit file, OOM from the
 cgroup, then the cgroup is removed. That works the same after an agent crash.
 """
@@ -66,6 +68,8 @@ class Runtime:
         self.tmpmounts.mkdir(exist_ok=True)
         self._lock = threading.RLock()
         self._busy: dict[str, int] = {}  # containers with a temporary rootfs mount (copy, export)
+        self._starting: set[str] = set()  # containers whose shim is setting up, outside the lock (start)
+        self._removing: set[str] = set()  # containers whose cgroup and network go, outside the lock (remove)
         self.net = NetWiring(self.root, cgroup_parent, default_subnet, network_options)  # netwiring.py
 
     # ================================================================ recovery
@@ -176,9 +180,14 @@ class Runtime:
         os.close(fd)
         return True
 
-    def _status(self, cid: str) -> str:
-        """Derive the status from files, finalizing an exit the first time it is seen."""
+    def _status(self, cid: str, finalize: bool = True) -> str:
+        """Derive the status from files, finalizing an exit the first time it is seen (unless
+        the caller is about to delete the container anyway: `finalize=False`)."""
         with self._lock:
+            if cid in self._starting:
+                return "created"  # until start() has recorded the shim (or the failure)
+            if cid in self._removing:
+                return "removing"  # Docker's word; the record goes once cgroup and network are gone
             record = self._store.records[cid]
             st = record["state"]
             if self._shim_alive(cid):
@@ -188,7 +197,7 @@ class Runtime:
             if not st["shim_pid"]:
                 return "created"
             exit_path = self._store.bundle(cid) / "exit"
-            if not st["finalized"]:
+            if not st["finalized"] and finalize:
                 self._finalize(record, exit_path)
             return "exited" if exit_path.exists() else "dead"
 
@@ -345,13 +354,20 @@ class Runtime:
         )
 
     def start(self, ref: str, attach: bool = False) -> socket.socket | None:
-        """Start the process; with `attach`, it runs only once the returned socket is connected."""
+        """Start the process; with `attach`, it runs only once the returned socket is connected.
+
+        The runtime's lock is not held while the shim sets the container up (its namespaces,
+        mounts, cgroup join and execve, most of a start's time, much of it waiting on the
+        kernel): the container is marked *starting* meanwhile, which makes `start` and `remove`
+        of it refuse and its status read as "created", so other containers start in parallel.
+        """
         with self._lock:
             cid = self._find(ref)
             if self._status(cid) in ("running", "paused"):
                 return self.attach(cid) if attach else None
-            if self._busy.get(cid):
-                raise Conflict(f"container {ref} is busy (a copy or export is in progress): try again")
+            if self._busy.get(cid) or cid in self._starting or cid in self._removing:
+                raise Conflict(f"container {ref} is busy (starting, removing, or a copy or export is in progress): "
+                               "try again")
             record = self._store.records[cid]
             bundle = self._store.bundle(cid)
             for leftover in ("exit", "attach.sock", "init.pid", "shim.pid"):
@@ -375,27 +391,35 @@ class Runtime:
                 st.update(new_state() | {"restart_count": st["restart_count"], "exit_code": 125, "error": str(e)})
                 self._store.save(record)
                 raise StartFailed(str(e), 125) from None
+            self._starting.add(cid)
+        try:
             try:
                 self._shim_config(record, attach, netns).write(bundle / "shim.conf")
                 started = now()  # before the process runs: a short one may be done when run() returns
                 proc = shim.run(bundle, wait_attach=attach)
             except (shim.ShimError, ValueError, OSError) as e:
-                cg.destroy()
-                self.net.release(cid)
-                for leftover in ("exit", "init.pid", "shim.pid"):
-                    (bundle / leftover).unlink(missing_ok=True)
-                code = e.exit_code if isinstance(e, shim.ShimError) else 125
-                st.update(new_state() | {"restart_count": st["restart_count"], "exit_code": code, "error": str(e)})
-                self._store.save(record)
+                with self._lock:
+                    cg.destroy()
+                    self.net.release(cid)
+                    for leftover in ("exit", "init.pid", "shim.pid"):
+                        (bundle / leftover).unlink(missing_ok=True)
+                    code = e.exit_code if isinstance(e, shim.ShimError) else 125
+                    st.update(new_state() | {"restart_count": st["restart_count"], "exit_code": code, "error": str(e)})
+                    self._store.save(record)
                 raise StartFailed(str(e), code) from None
-            st.update({
-                "pid": proc.pid, "pid_start": kernel.start_time(proc.pid) or -1,
-                "shim_pid": proc.shim_pid, "shim_start": kernel.start_time(proc.shim_pid) or -1,
-                "started_at": started, "finished_at": 0.0, "exit_code": 0, "oom_killed": False, "error": "",
-                "finalized": False,
-            })
-            self._store.save(record)
+            with self._lock:
+                st.update({
+                    "pid": proc.pid, "pid_start": kernel.start_time(proc.pid) or -1,
+                    "shim_pid": proc.shim_pid, "shim_start": kernel.start_time(proc.shim_pid) or -1,
+                    "started_at": started, "finished_at": 0.0, "exit_code": 0, "oom_killed": False, "error": "",
+                    "finalized": False,
+                })
+                encoded = self._store.encode(record)
+            self._store.write(cid, encoded)  # durable, outside the lock: still "starting", so nobody else writes it
             return proc.attach
+        finally:
+            with self._lock:
+                self._starting.discard(cid)
 
     def attach(self, ref: str) -> socket.socket:
         with self._lock:
@@ -519,24 +543,34 @@ class Runtime:
         """Delete the container; `force` kills a running one; `volumes` also deletes its anonymous volumes."""
         with self._lock:
             cid = self._find(ref)
-            if self._busy.get(cid):
-                raise Conflict(f"container {ref} is busy (a copy or export is in progress): try again")
-            if self._status(cid) in ("running", "paused"):
+            if self._busy.get(cid) or cid in self._starting or cid in self._removing:
+                raise Conflict(f"container {ref} is busy (starting, removing, or a copy or export is in progress): "
+                               "try again")
+            if self._status(cid, finalize=False) in ("running", "paused"):
                 if not force:
                     raise Conflict(f"cannot remove container {ref}: container is running: "
                                    "stop the container before removing or force remove")
                 self._force_kill(cid)
-                self._status(cid)
             record = self._store.records[cid]
+            self._removing.add(cid)
+        try:
+            # The cgroup and the network go outside the lock (rmdirs and netns unlinks wait on
+            # the kernel; the network manager has a lock of its own), so that hundreds of
+            # removals overlap. The record stays until both are gone: a crash in between
+            # leaves a container that recover() and a new remove() clean up.
             cg = self._cgroup(cid)
             if cg.exists():
                 cg.destroy()
             self.net.release(cid)
-            self._store.delete(cid)
-            if volumes:
-                for m in record["mounts"]:
-                    if m["type"] == "volume" and self._is_anonymous(m["name"]) and not self._volume_used(m["name"]):
-                        self._volumes.remove(m["name"])
+            with self._lock:
+                self._store.delete(cid)
+                if volumes:
+                    for m in record["mounts"]:
+                        if m["type"] == "volume" and self._is_anonymous(m["name"]) and not self._volume_used(m["name"]):
+                            self._volumes.remove(m["name"])
+        finally:
+            with self._lock:
+                self._removing.discard(cid)
 
     def _is_anonymous(self, name: str) -> bool:
         try:
