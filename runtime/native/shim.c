@@ -4,7 +4,8 @@
  *   flotilla-shim exec <bundle-dir> <exec-id>
  *
  * It detaches (fork + setsid), starts the container process in its namespaces (container.c),
- * reports "ok <pid> <shim-pid>" or "error <code> <message>" on fd 3, then owns the process's stdio:
+ * reports "started <pid> <shim-pid>" once it exists, then "ok <pid> <shim-pid>" or "error <code> <message>"
+ * on fd 3, then owns the process's stdio:
  * the json-file log, the attach socket and its clients, reaping, and the exit file. The contract
  * with the Python side is "The shim" in docs/architecture.md.
  */
@@ -614,6 +615,8 @@ int main(int argc, char **argv) {
 
     if (cgroup2 >= 0)
         close(cgroup2);
+    /* Announced before the process is set up, so the runtime records it (an fsync) meanwhile. */
+    report("started %d %d\n", (int)init, (int)getpid());
     close(ep[1]);
     close(io.shim_pidfd);
     for (int i = 0; i < 6; i++)

@@ -370,6 +370,27 @@ def test_cgroup_join_and_namespace(bundle, unique):
                 time.sleep(0.02)
 
 
+def test_started_is_announced_once_also_for_a_failing_start(bundle):
+    """`on_started` gets the pids once (the same `run` returns), also for a start that then fails."""
+    seen: list[tuple[int, int]] = []
+
+    def on_started(pid: int, shim_pid: int) -> None:
+        seen.append((pid, shim_pid))
+
+    bundle.config(["sleep", "100"]).write(bundle.dir / "shim.conf")
+    proc = shim.run(bundle.dir, on_started=on_started)
+    bundle.pids += [proc.shim_pid, proc.pid]
+    assert seen == [(proc.pid, proc.shim_pid)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    (bundle.dir / "exit").unlink()
+    seen.clear()
+    bundle.config(["nosuch"]).write(bundle.dir / "shim.conf")
+    with pytest.raises(ShimError) as e:
+        shim.run(bundle.dir, on_started=on_started)
+    assert e.value.exit_code == 127 and len(seen) == 1
+
+
 def _rmdir_soon(path: Path) -> None:
     """rmdir a cgroup whose last task may still be exiting."""
     deadline = time.monotonic() + 5
