@@ -406,7 +406,6 @@ def _start(argv: list[str], exit_path: Path, sock_path: Path, attach: bool,
            on_started: Callable[[int, int], None] | None = None) -> ShimProcess:
     report = _Report(_spawn(argv))
     sock = None
-    announced = False
     try:
         while True:
             line = report.line()
@@ -416,7 +415,6 @@ def _start(argv: list[str], exit_path: Path, sock_path: Path, attach: bool,
             elif kind == "started":
                 if on_started is not None:
                     on_started(*_pids(line, rest))
-                announced = True
             elif kind == "error":
                 code, _, message = rest.partition(" ")
                 raise ShimError(int(code), message)
@@ -425,8 +423,6 @@ def _start(argv: list[str], exit_path: Path, sock_path: Path, attach: bool,
             else:
                 raise ShimError(125, f"unexpected report from the shim: {line!r}")
         pid, shim_pid = _pids(line, rest)
-        if on_started is not None and not announced:
-            on_started(pid, shim_pid)
         if attach and sock is None:
             sock = connect_attach(sock_path)
         return ShimProcess(shim_pid=shim_pid, pid=pid, exit_path=exit_path, attach=sock)
