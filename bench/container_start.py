@@ -226,7 +226,8 @@ def main() -> int:
         print(f"  {name:28s} {ms:8.1f} ms   {ms / runc_ms:5.2f}x runc")
     if docker_note:
         print(f"  {docker_note}")
-    print("  (a) per call: " + ", ".join(f"{name} {statistics.median(ms):.1f}" for name, ms in phases.items())
+    print("  (a) per call: " + ", ".join(f"{name} {statistics.median(ms[1:]):.1f}"  # [0]: the warm-up
+                                         for name, ms in phases.items())
           + f" ms; the agent's CPU time {agent_cpu_ms:.1f} ms per container")
     print(f"shim RSS per running container: {shim_mb:.2f} MB over {SHIMS} containers "
           f"(containerd-shim-runc-v2: ~{CONTAINERD_SHIM_RSS_MB:.0f} MB, {shim_mb / CONTAINERD_SHIM_RSS_MB:.2f}x)")
