@@ -609,8 +609,11 @@ int main(int argc, char **argv) {
     long child = syscall(SYS_clone3, &ca, sizeof ca);
     if (child < 0)
         failf(EXIT_SETUP, "clone: %s", strerror(errno));
-    if (child == 0)
+    if (child == 0) {
+        if (cgroup2 >= 0)
+            close(cgroup2); /* a host directory: never within reach of the container, not even via /proc/self/fd */
         container_main(&c, &io);
+    }
     pid_t init = (pid_t)child;
 
     if (cgroup2 >= 0)

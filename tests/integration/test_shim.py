@@ -449,6 +449,35 @@ def test_v1_and_v2_cgroups_are_joined_by_the_container_its_children_and_execs(bu
             _rmdir_soon(cg)
 
 
+def test_the_cgroup2_directory_fd_never_reaches_a_container_process(bundle, unique):
+    """The shim opens the container's cgroup2 directory for CLONE_INTO_CGROUP; an exec whose
+    workdir is /proc/self/fd/<n> (CVE-2024-21626's trick) must not find it open."""
+    v2 = Path(f"/sys/fs/cgroup/unified/flotilla-test-{unique}")
+    if not v2.parent.is_dir():
+        pytest.skip("needs a cgroup2 mount at /sys/fs/cgroup/unified")
+    v2.mkdir()
+    try:
+        ctr = bundle.start(["sleep", "100"], cgroups=[str(v2)])
+        for n in range(3, 40):
+            try:
+                ex = bundle.exec(f"fd{n}", ["stat", "-f", "-c", "%t", "."], pid=ctr.pid, cwd=f"/proc/self/fd/{n}",
+                                 cgroups=[str(v2)], attach=True, wait_attach=True)
+            except ShimError:
+                continue  # no such fd, or not a directory: the exec is refused
+            out, _, _ = shim.collect(ex.attach)
+            ex.attach.close()
+            assert out.strip() != b"63677270", f"fd {n} of an exec is the host's cgroup2 directory"
+        os.kill(ctr.pid, signal.SIGKILL)
+        ctr.wait(timeout=30)
+    finally:
+        for pid in v2.joinpath("cgroup.procs").read_text().split() if v2.exists() else []:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _rmdir_soon(v2)
+
+
 def test_bad_cgroup_directories_are_refused(bundle, unique, tmp_path):
     with pytest.raises(ShimError, match="is not on a cgroup filesystem"):
         bundle.start(["true"], cgroups=[str(tmp_path)])
