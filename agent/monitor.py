@@ -60,16 +60,22 @@ class Monitor:
             task.cancel()
 
     @contextlib.asynccontextmanager
-    async def user_operation(self, container_id: str) -> AsyncIterator[None]:
-        """Bracket a user's stop/restart/kill: exits during it are the user's doing."""
+    async def user_operation(self, container_id: str, removes: bool = False) -> AsyncIterator[None]:
+        """Bracket a user's stop/restart/kill/remove: exits during it are the user's doing.
+
+        Afterwards the container is watched again; `removes`: not after it succeeded, since a
+        removed container has nothing to watch (that saves a thread hop per `rm`).
+        """
         self._busy[container_id] = self._busy.get(container_id, 0) + 1
+        succeeded = False
         try:
             yield
+            succeeded = True
         finally:
             self._busy[container_id] -= 1
             if not self._busy[container_id]:
                 del self._busy[container_id]
-            if not self._closed:
+            if not self._closed and not (removes and succeeded):
                 await self.watch(container_id)
 
     # -- watching --------------------------------------------------------------------
@@ -84,7 +90,12 @@ class Monitor:
         except errors.RuntimeFault as exc:  # never let watching fail the user's request
             log.warning("cannot watch %s: %s", container_id[:12], exc)
             return
-        if container_id in self._pidfds:  # a concurrent watch won the race
+        self.follow(container_id, pidfd)
+
+    def follow(self, container_id: str, pidfd: int | None) -> None:
+        """Watch through a shim pidfd the caller already opened (it passes to the monitor), so a
+        start needs no second thread hop; None: the container is not running (any more)."""
+        if container_id in self._pidfds or self._closed:  # a concurrent watch won the race
             if pidfd is not None:
                 os.close(pidfd)
             return

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -122,11 +123,34 @@ class RuntimeService(NetworkHandlers, ImagesApi, pb_grpc.RuntimeServicer):
     async def _id(self, context: grpc.aio.ServicerContext, ref: str) -> str:
         return (await self._call(context, self.rt.get, ref)).id
 
-    async def _start(self, context: grpc.aio.ServicerContext, cid: str, attach: bool = False):
-        """Start a container and watch it; a `--rm` container that cannot start is removed."""
+    def _start_blocking(self, ref: str, attach: bool, only_if_stopped: bool) -> tuple[str, bool, Any, int | None]:
+        """One thread hop for a start: (id, started, start()'s result, the shim's pidfd for the monitor).
+
+        `only_if_stopped`: look the container up first and leave a running one alone
+        (StartContainer); the lookup, the start and the pidfd share the hop.
+        """
+        cid = ref
+        if only_if_stopped:
+            info = self.rt.get(ref)
+            cid = info.id
+            if info.status in ("running", "paused"):
+                return cid, False, None, None
         self.monitor.manual.clear(cid)
+        result = self.rt.start(cid, attach)
         try:
-            result = await asyncio.to_thread(self.rt.start, cid, attach)
+            pidfd = self.rt.shim_pidfd(cid)
+        except BaseException:
+            if isinstance(result, socket.socket):
+                result.close()
+            raise
+        return cid, True, result, pidfd
+
+    async def _start(self, context: grpc.aio.ServicerContext, ref: str, attach: bool = False,
+                     only_if_stopped: bool = False):
+        """Start a container and watch it; a `--rm` container that cannot start is removed."""
+        cid = ref
+        try:
+            cid, started, result, pidfd = await asyncio.to_thread(self._start_blocking, ref, attach, only_if_stopped)
         except errors.StartFailed as exc:
             info = await asyncio.to_thread(self.rt.get, cid)
             if info.spec.auto_remove:
@@ -137,15 +161,21 @@ class RuntimeService(NetworkHandlers, ImagesApi, pb_grpc.RuntimeServicer):
         except Exception as exc:
             await self._abort(context, exc)
             raise
-        await self.monitor.watch(cid)
+        if started:  # else it was running already, and the monitor watches it
+            self.monitor.follow(cid, pidfd)
         return result
+
+    def _pidfd_or_exit_code(self, ref: str) -> tuple[int | None, int]:
+        """(the shim's pidfd, 0) while the container runs, else (None, its exit code): one hop."""
+        pidfd = self.rt.shim_pidfd(ref)
+        return (pidfd, 0) if pidfd is not None else (None, self.rt.wait(ref, 5.0))
 
     async def _wait_exit(self, context: grpc.aio.ServicerContext, ref: str) -> int:
         """The exit code once the container has stopped, awaiting the shim's pidfd (no thread)."""
         while True:
-            pidfd = await self._call(context, self.rt.shim_pidfd, ref)
+            pidfd, code = await self._call(context, self._pidfd_or_exit_code, ref)
             if pidfd is None:
-                return await self._call(context, self.rt.wait, ref, 5.0)
+                return code
             loop = asyncio.get_running_loop()
             exited = loop.create_future()
             loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
@@ -171,9 +201,7 @@ class RuntimeService(NetworkHandlers, ImagesApi, pb_grpc.RuntimeServicer):
         return convert.container_to_proto(info)
 
     async def StartContainer(self, request, context):
-        info = await self._call(context, self.rt.get, request.ref)  # one lookup: the id and the status
-        if info.status not in ("running", "paused"):
-            await self._start(context, info.id)
+        await self._start(context, request.ref, only_if_stopped=True)
         return pb.Empty()
 
     async def StopContainer(self, request, context):
@@ -205,11 +233,14 @@ class RuntimeService(NetworkHandlers, ImagesApi, pb_grpc.RuntimeServicer):
         await self._call(context, self.rt.unpause, request.ref)
         return pb.Empty()
 
+    def _remove_blocking(self, cid: str, force: bool, volumes: bool) -> None:
+        self.rt.remove(cid, force, volumes)
+        self.monitor.manual.clear(cid)
+
     async def RemoveContainer(self, request, context):
         cid = await self._id(context, request.ref)
-        async with self.monitor.user_operation(cid):
-            await self._call(context, self.rt.remove, cid, request.force, request.volumes)
-        self.monitor.manual.clear(cid)
+        async with self.monitor.user_operation(cid, removes=True):
+            await self._call(context, self._remove_blocking, cid, request.force, request.volumes)
         return pb.Empty()
 
     async def ListContainers(self, request, context):

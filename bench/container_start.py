@@ -1,11 +1,13 @@
 """Container start latency and memory, Flotilla side by side with runc (and Docker if running).
 
 Measures, in one run (medians of --runs repetitions):
-  (a) create + start + wait + remove of /bin/true through the gRPC API, warm client
+  (a) create + start + wait + remove of /bin/true through the gRPC API, warm client (also per call,
+      and the agent's CPU time per container, which depends far less on other load than wall time)
   (b) `swarmctl run --rm --network none busybox /bin/true` end to end (a new CLI process each time)
   (c) `runc run` of the same rootfs as an OCI bundle (`runc spec`, no network)
   (d) `docker run --rm --network none` of the same rootfs, when a Docker engine is running
-and prints the ratios to runc, the shim's RSS per running container (20 `sleep` containers;
+and prints the ratios to runc ((a) and (c) run in turn, one sample each, so both see the same
+load), the shim's RSS per running container (20 `sleep` containers;
 containerd-shim-runc-v2 is about 13 MB) and the agent's idle RSS.
 
 Everything runs on a temporary agent with its own root, socket and cgroup parent, and is
@@ -42,13 +44,21 @@ def rss_kb(pid: int) -> int:
 
 def timed(fn, runs: int) -> float:
     """Median wall time of `fn()` in milliseconds, after one warm-up call."""
-    fn()
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
+    return timed_alternating([fn], runs)[0]
+
+
+def timed_alternating(fns: list, runs: int) -> list[float]:
+    """Median wall times (ms) of several functions called in turn, one sample each per round, after
+    one warm-up round: on a shared machine every one of them sees the same load."""
+    for fn in fns:
         fn()
-        samples.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(samples)
+    samples: list[list[float]] = [[] for _ in fns]
+    for _ in range(runs):
+        for fn, out in zip(fns, samples):
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1000)
+    return [statistics.median(x) for x in samples]
 
 
 class BenchAgent:
@@ -85,13 +95,28 @@ class BenchAgent:
 
         self.stub.ImportImage(requests())
 
-    def run_true(self, image: str) -> None:
+    def run_true(self, image: str, phases: dict[str, list[float]] | None = None) -> None:
+        """create, start, wait, remove; with `phases`, each call's wall time (ms) is appended there."""
         pb = self.pb
+        t0 = time.perf_counter()
         info = self.stub.CreateContainer(pb.ContainerSpec(image=image, cmd=["/bin/true"], cmd_set=True,
                                                           network_mode="none"))
+        t1 = time.perf_counter()
         self.stub.StartContainer(pb.ContainerRef(ref=info.id))
+        t2 = time.perf_counter()
         self.stub.WaitContainer(pb.ContainerRef(ref=info.id))
+        t3 = time.perf_counter()
         self.stub.RemoveContainer(pb.RemoveRequest(ref=info.id, force=True))
+        t4 = time.perf_counter()
+        if phases is not None:
+            for name, a, b in (("create", t0, t1), ("start", t1, t2), ("wait", t2, t3), ("remove", t3, t4)):
+                phases.setdefault(name, []).append((b - a) * 1000)
+
+    def cpu_ms(self) -> float:
+        """CPU time (user + system) the agent process has used so far, every thread included."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
     def close(self) -> None:
         pb = self.pb
@@ -165,16 +190,21 @@ def main() -> int:
             agent.import_image(tar, image)
             time.sleep(0.5)
             idle_mb = rss_kb(agent.proc.pid) / 1024
-            results["grpc create+start+wait+rm"] = timed(lambda: agent.run_true(image), args.runs)
-            ctl = [str(BIN / "swarmctl"), "-H", f"unix://{agent.socket}", "run", "--rm", "--network", "none", image, "/bin/true"]
-            results["swarmctl run --rm"] = timed(lambda: subprocess.run(ctl, check=True), args.runs)
             bundle = runc_bundle(tmp, tar)
             runc_root = tmp / "runc-state"
 
             def runc_run() -> None:
                 subprocess.run(["runc", "--root", str(runc_root), "run", "-b", str(bundle),
                                 f"bench-{agent.suffix}-{uuid.uuid4().hex[:6]}"], check=True)
-            results["runc run"] = timed(runc_run, args.runs)
+
+            phases: dict[str, list[float]] = {}
+            cpu_before = agent.cpu_ms()  # runc's runs do not touch the agent
+            grpc_ms, runc_ms = timed_alternating([lambda: agent.run_true(image, phases), runc_run], args.runs)
+            agent_cpu_ms = (agent.cpu_ms() - cpu_before) / (args.runs + 1)
+            results["grpc create+start+wait+rm"] = grpc_ms
+            ctl = [str(BIN / "swarmctl"), "-H", f"unix://{agent.socket}", "run", "--rm", "--network", "none", image, "/bin/true"]
+            results["swarmctl run --rm"] = timed(lambda: subprocess.run(ctl, check=True), args.runs)
+            results["runc run"] = runc_ms
             docker_note = ""
             if docker_available():
                 dimage = f"flotilla-bench-busybox:{agent.suffix}"
@@ -196,6 +226,9 @@ def main() -> int:
         print(f"  {name:28s} {ms:8.1f} ms   {ms / runc_ms:5.2f}x runc")
     if docker_note:
         print(f"  {docker_note}")
+    print("  (a) per call: " + ", ".join(f"{name} {statistics.median(ms[1:]):.1f}"  # [0]: the warm-up
+                                         for name, ms in phases.items())
+          + f" ms; the agent's CPU time {agent_cpu_ms:.1f} ms per container")
     print(f"shim RSS per running container: {shim_mb:.2f} MB over {SHIMS} containers "
           f"(containerd-shim-runc-v2: ~{CONTAINERD_SHIM_RSS_MB:.0f} MB, {shim_mb / CONTAINERD_SHIM_RSS_MB:.2f}x)")
     print(f"agent RSS: {idle_mb:.1f} MB idle, {busy_agent_mb:.1f} MB with {SHIMS} running containers")

@@ -142,7 +142,7 @@ class ContainerStore:
     def encode(record: dict[str, Any]) -> bytes:
         """The record as `save` writes it: taken under the runtime's lock, so that the (durable,
         slow) `write` can happen outside it while nobody else may change that container."""
-        return json.dumps(record, indent=1, sort_keys=True).encode()
+        return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()  # compact: C encoder (fsutil)
 
     def write(self, cid: str, data: bytes, durable: bool = True) -> None:
         """Replace the record on disk with what `encode` returned (see `save`)."""

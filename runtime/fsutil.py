@@ -50,8 +50,12 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644, durable: bool
 
 
 def atomic_write_json(path: Path, obj: Any, durable: bool = True) -> None:
-    """Replace `path` with the JSON encoding of `obj` atomically (see atomic_write_bytes)."""
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode(), durable=durable)
+    """Replace `path` with the JSON encoding of `obj` atomically (see atomic_write_bytes).
+
+    Compact, as Docker's own state files: with `indent` Python's json falls back to its pure-Python
+    encoder, ~7x slower (~0.5 ms for a container record, saved three times per container run).
+    """
+    atomic_write_bytes(path, json.dumps(obj, sort_keys=True, separators=(",", ":")).encode(), durable=durable)
 
 
 def read_json(path: Path) -> Any:

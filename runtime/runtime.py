@@ -392,11 +392,28 @@ class Runtime:
                 self._store.save(record)
                 raise StartFailed(str(e), 125) from None
             self._starting.add(cid)
+            started = now()  # before the process runs: a short one may be done when run() returns
+
+            def record_start(pid: int, shim_pid: int) -> None:
+                """Saved durably while the container sets itself up (the shim's `started` report).
+
+                Encoded under the lock, written outside it: the container is still "starting",
+                so nobody else writes its record meanwhile.
+                """
+                with self._lock:
+                    st.update({
+                        "pid": pid, "pid_start": kernel.start_time(pid) or -1,
+                        "shim_pid": shim_pid, "shim_start": kernel.start_time(shim_pid) or -1,
+                        "started_at": started, "finished_at": 0.0, "exit_code": 0, "oom_killed": False, "error": "",
+                        "finalized": False,
+                    })
+                    encoded = self._store.encode(record)
+                self._store.write(cid, encoded)
+
         try:
             try:
                 self._shim_config(record, attach, netns).write(bundle / "shim.conf")
-                started = now()  # before the process runs: a short one may be done when run() returns
-                proc = shim.run(bundle, wait_attach=attach)
+                proc = shim.run(bundle, wait_attach=attach, on_started=record_start)
             except (shim.ShimError, ValueError, OSError) as e:
                 with self._lock:
                     cg.destroy()
@@ -407,15 +424,6 @@ class Runtime:
                     st.update(new_state() | {"restart_count": st["restart_count"], "exit_code": code, "error": str(e)})
                     self._store.save(record)
                 raise StartFailed(str(e), code) from None
-            with self._lock:
-                st.update({
-                    "pid": proc.pid, "pid_start": kernel.start_time(proc.pid) or -1,
-                    "shim_pid": proc.shim_pid, "shim_start": kernel.start_time(proc.shim_pid) or -1,
-                    "started_at": started, "finished_at": 0.0, "exit_code": 0, "oom_killed": False, "error": "",
-                    "finalized": False,
-                })
-                encoded = self._store.encode(record)
-            self._store.write(cid, encoded)  # durable, outside the lock: still "starting", so nobody else writes it
             return proc.attach
         finally:
             with self._lock:

@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -393,21 +394,35 @@ class _Report:
         return line.decode(errors="replace")
 
 
-def _start(argv: list[str], exit_path: Path, sock_path: Path, attach: bool) -> ShimProcess:
+def _pids(line: str, rest: str) -> tuple[int, int]:
+    try:
+        pid, shim_pid = (int(x) for x in rest.split())
+    except ValueError:
+        raise ShimError(125, f"unexpected report from the shim: {line!r}") from None
+    return pid, shim_pid
+
+
+def _start(argv: list[str], exit_path: Path, sock_path: Path, attach: bool,
+           on_started: Callable[[int, int], None] | None = None) -> ShimProcess:
     report = _Report(_spawn(argv))
     sock = None
     try:
-        line = report.line()
-        if line == "ready":
-            sock = connect_attach(sock_path)
+        while True:
             line = report.line()
-        kind, _, rest = line.partition(" ")
-        if kind == "error":
-            code, _, message = rest.partition(" ")
-            raise ShimError(int(code), message)
-        if kind != "ok":
-            raise ShimError(125, f"unexpected report from the shim: {line!r}")
-        pid, shim_pid = (int(x) for x in rest.split())
+            kind, _, rest = line.partition(" ")
+            if line == "ready":
+                sock = connect_attach(sock_path)
+            elif kind == "started":
+                if on_started is not None:
+                    on_started(*_pids(line, rest))
+            elif kind == "error":
+                code, _, message = rest.partition(" ")
+                raise ShimError(int(code), message)
+            elif kind == "ok":
+                break
+            else:
+                raise ShimError(125, f"unexpected report from the shim: {line!r}")
+        pid, shim_pid = _pids(line, rest)
         if attach and sock is None:
             sock = connect_attach(sock_path)
         return ShimProcess(shim_pid=shim_pid, pid=pid, exit_path=exit_path, attach=sock)
@@ -419,15 +434,22 @@ def _start(argv: list[str], exit_path: Path, sock_path: Path, attach: bool) -> S
         os.close(report.fd)
 
 
-def run(bundle: str | os.PathLike[str], wait_attach: bool = False) -> ShimProcess:
+def run(bundle: str | os.PathLike[str], wait_attach: bool = False,
+        on_started: Callable[[int, int], None] | None = None) -> ShimProcess:
     """Start the container described by `<bundle>/shim.conf`.
 
     With `wait_attach` (and `wait_attach=1` in the conf) the returned process has a connected
     attach socket that was there before the process started, so no output is missed; without
     it, `attach` is None and `connect_attach(bundle/"attach.sock")` can attach later.
+
+    `on_started(pid, shim_pid)` is called as soon as the container process exists, while it still
+    sets itself up (mounts, identity, exec): work done there (the runtime's durable record) costs
+    no time of its own. If the start then fails, `run` raises as usual. An exception from the
+    callback propagates; the container may then still start (the caller cleans up by cgroup).
     """
     bundle = Path(bundle)
-    return _start([str(SHIM_PATH), "run", str(bundle)], bundle / "exit", bundle / "attach.sock", wait_attach)
+    return _start([str(SHIM_PATH), "run", str(bundle)], bundle / "exit", bundle / "attach.sock", wait_attach,
+                  on_started)
 
 
 def exec(bundle: str | os.PathLike[str], exec_id: str, wait_attach: bool = False) -> ShimProcess:  # noqa: A001

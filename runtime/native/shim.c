@@ -4,7 +4,8 @@
  *   flotilla-shim exec <bundle-dir> <exec-id>
  *
  * It detaches (fork + setsid), starts the container process in its namespaces (container.c),
- * reports "ok <pid> <shim-pid>" or "error <code> <message>" on fd 3, then owns the process's stdio:
+ * reports "started <pid> <shim-pid>" once it exists, then "ok <pid> <shim-pid>" or "error <code> <message>"
+ * on fd 3, then owns the process's stdio:
  * the json-file log, the attach socket and its clients, reaping, and the exit file. The contract
  * with the Python side is "The shim" in docs/architecture.md.
  */
@@ -24,11 +25,14 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
+
+#include <linux/magic.h>
 
 #define REPORT_FD 3
 #define MAX_CLIENTS 64
@@ -366,6 +370,37 @@ static int valid_exec_id(const char *id) {
 
 static void set_nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
+/* Check every `cgroup` of the conf and open the cgroup2 one (at most one) for CLONE_INTO_CGROUP:
+ * the child is then born in it, with no migration at all. v1 directories are joined by the
+ * child through `tasks` (container.c). Returns the fd, or -1 without a cgroup2 directory. */
+static int open_cgroup2(const struct conf *c, struct child_io *io) {
+    int fd = -1;
+    io->cgroup_born = -1;
+    for (int i = 0; i < c->cgroups.n; i++) {
+        struct statfs sf;
+        if (statfs(c->cgroups.v[i], &sf) < 0)
+            failf(EXIT_SETUP, "cgroup %s: %s", c->cgroups.v[i], strerror(errno));
+        if (sf.f_type == CGROUP_SUPER_MAGIC)
+            continue;
+        if (sf.f_type != CGROUP2_SUPER_MAGIC)
+            failf(EXIT_SETUP, "cgroup %s is not on a cgroup filesystem", c->cgroups.v[i]);
+        if (fd >= 0)
+            failf(EXIT_SETUP, "cgroup %s: only one cgroup2 directory can be joined", c->cgroups.v[i]);
+        fd = open(c->cgroups.v[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+            failf(EXIT_SETUP, "cgroup %s: %s", c->cgroups.v[i], strerror(errno));
+        io->cgroup_born = i;
+    }
+    return fd;
+}
+
+/* clone3's arguments up to `cgroup` (CLONE_ARGS_SIZE_VER2), declared here because glibc's
+ * <sched.h> and <linux/sched.h> do not mix. */
+struct clone_args_v2 {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
+};
+#define FLOTILLA_CLONE_INTO_CGROUP 0x200000000ULL
+
 static void write_pid_file(const char *path, pid_t pid) {
     char b[32];
     int n = snprintf(b, sizeof b, "%d\n", (int)pid);
@@ -562,14 +597,29 @@ int main(int argc, char **argv) {
     if (exec_mode)
         open_exec_namespaces(c.pid, &io);
 
-    /* A fork-like clone (no new stack): the child continues here with a copy of everything. */
-    long child = syscall(SYS_clone, (unsigned long)(exec_mode ? 0 : c.ns_flags) | SIGCHLD, NULL, NULL, NULL, NULL);
+    int cgroup2 = open_cgroup2(&c, &io);
+
+    /* A fork-like clone3 (no new stack): the child continues here with a copy of everything,
+     * born in the cgroup2 directory when there is one. */
+    struct clone_args_v2 ca = {.flags = (uint64_t)(exec_mode ? 0 : c.ns_flags), .exit_signal = SIGCHLD};
+    if (cgroup2 >= 0) {
+        ca.flags |= FLOTILLA_CLONE_INTO_CGROUP;
+        ca.cgroup = (uint64_t)cgroup2;
+    }
+    long child = syscall(SYS_clone3, &ca, sizeof ca);
     if (child < 0)
         failf(EXIT_SETUP, "clone: %s", strerror(errno));
-    if (child == 0)
+    if (child == 0) {
+        if (cgroup2 >= 0)
+            close(cgroup2); /* a host directory: never within reach of the container, not even via /proc/self/fd */
         container_main(&c, &io);
+    }
     pid_t init = (pid_t)child;
 
+    if (cgroup2 >= 0)
+        close(cgroup2);
+    /* Announced before the process is set up, so the runtime records it (an fsync) meanwhile. */
+    report("started %d %d\n", (int)init, (int)getpid());
     close(ep[1]);
     close(io.shim_pidfd);
     for (int i = 0; i < 6; i++)

@@ -38,6 +38,8 @@ struct child_io {
     int ns_fds[6];     /* exec mode: namespaces to join (-1: already shared) */
     int shim_pidfd;    /* pidfd of the shim: readable once it has died */
     int exec_mode;
+    int cgroup_born;   /* index in conf.cgroups of the cgroup2 directory the child was cloned
+                          into (CLONE_INTO_CGROUP); -1: none */
 };
 
 /* conf.c */

@@ -370,6 +370,131 @@ def test_cgroup_join_and_namespace(bundle, unique):
                 time.sleep(0.02)
 
 
+def test_started_is_announced_once_also_for_a_failing_start(bundle):
+    """`on_started` gets the pids once (the same `run` returns), also for a start that then fails."""
+    seen: list[tuple[int, int]] = []
+
+    def on_started(pid: int, shim_pid: int) -> None:
+        seen.append((pid, shim_pid))
+
+    bundle.config(["sleep", "100"]).write(bundle.dir / "shim.conf")
+    proc = shim.run(bundle.dir, on_started=on_started)
+    bundle.pids += [proc.shim_pid, proc.pid]
+    assert seen == [(proc.pid, proc.shim_pid)]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    (bundle.dir / "exit").unlink()
+    seen.clear()
+    bundle.config(["nosuch"]).write(bundle.dir / "shim.conf")
+    with pytest.raises(ShimError) as e:
+        shim.run(bundle.dir, on_started=on_started)
+    assert e.value.exit_code == 127 and len(seen) == 1
+
+
+def _rmdir_soon(path: Path) -> None:
+    """rmdir a cgroup whose last task may still be exiting."""
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def test_v1_and_v2_cgroups_are_joined_by_the_container_its_children_and_execs(bundle, unique):
+    """v1 directories are joined through `tasks`, the cgroup2 one at clone time; the result must be
+    what a `cgroup.procs` move gives: the init and everything it forks (and every exec) in each."""
+    v1 = Path(f"/sys/fs/cgroup/pids/flotilla-test-{unique}")
+    v2 = Path(f"/sys/fs/cgroup/unified/flotilla-test-{unique}")
+    if not v2.parent.is_dir() or not v1.parent.is_dir():
+        pytest.skip("needs the hybrid layout (pids v1 hierarchy and the cgroup2 unified mount)")
+    v1.mkdir()
+    v2.mkdir()
+    try:
+        ctr = bundle.start(["sh", "-c", "cat /proc/self/cgroup; sleep 100 & sleep 100 & read x"], cgroups=[str(v1), str(v2)],
+                           stdin=True)
+        host_view = Path(f"/proc/{ctr.pid}/cgroup").read_text().splitlines()
+        assert f"0::/flotilla-test-{unique}" in host_view
+        assert any(line.endswith(f":pids:/flotilla-test-{unique}") for line in host_view)
+        deadline = time.monotonic() + 10
+        while len((v1 / "cgroup.procs").read_text().split()) != 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        procs_v1 = sorted((v1 / "cgroup.procs").read_text().split())
+        assert procs_v1 == sorted((v2 / "cgroup.procs").read_text().split())
+        assert str(ctr.pid) in procs_v1 and len(procs_v1) == 3  # sh and its two sleeps
+        ex = bundle.exec("cg", ["cat", "/proc/self/cgroup"], pid=ctr.pid, cgroups=[str(v1), str(v2)], attach=True,
+                         wait_attach=True)
+        out, _, code = shim.collect(ex.attach)
+        ex.attach.close()
+        exec_view = out.decode().splitlines()
+        assert code == 0 and "0::/" in exec_view and not [v for v in exec_view if v.endswith("/..")]  # joined
+        with shim.connect_attach(bundle.dir / "attach.sock") as sock:
+            sock.sendall(shim.encode_frame(shim.STDIN, b"go\n"))
+            shim.collect(sock)
+        ctr.wait(timeout=30)
+        inside = bundle.log("stdout").splitlines()
+        assert "0::/" in inside and any(line.endswith(":pids:/") for line in inside)  # namespace rooted there
+    finally:
+        for cg in (v1, v2):
+            for pid in cg.joinpath("cgroup.procs").read_text().split() if cg.exists() else []:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            _rmdir_soon(cg)
+
+
+def test_the_cgroup2_directory_fd_never_reaches_a_container_process(bundle, unique):
+    """The shim opens the container's cgroup2 directory for CLONE_INTO_CGROUP; an exec whose
+    workdir is /proc/self/fd/<n> (CVE-2024-21626's trick) must not find it open."""
+    v2 = Path(f"/sys/fs/cgroup/unified/flotilla-test-{unique}")
+    if not v2.parent.is_dir():
+        pytest.skip("needs a cgroup2 mount at /sys/fs/cgroup/unified")
+    v2.mkdir()
+    try:
+        ctr = bundle.start(["sleep", "100"], cgroups=[str(v2)])
+        for n in range(3, 40):
+            try:
+                ex = bundle.exec(f"fd{n}", ["stat", "-f", "-c", "%t", "."], pid=ctr.pid, cwd=f"/proc/self/fd/{n}",
+                                 cgroups=[str(v2)], attach=True, wait_attach=True)
+            except ShimError:
+                continue  # no such fd, or not a directory: the exec is refused
+            out, _, _ = shim.collect(ex.attach)
+            ex.attach.close()
+            assert out.strip() != b"63677270", f"fd {n} of an exec is the host's cgroup2 directory"
+        os.kill(ctr.pid, signal.SIGKILL)
+        ctr.wait(timeout=30)
+    finally:
+        for pid in v2.joinpath("cgroup.procs").read_text().split() if v2.exists() else []:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _rmdir_soon(v2)
+
+
+def test_bad_cgroup_directories_are_refused(bundle, unique, tmp_path):
+    with pytest.raises(ShimError, match="is not on a cgroup filesystem"):
+        bundle.start(["true"], cgroups=[str(tmp_path)])
+    root2 = Path("/sys/fs/cgroup/unified")
+    if not root2.is_dir():
+        return
+    dirs = [root2 / f"flotilla-test-{unique}-{i}" for i in range(2)]
+    for d in dirs:
+        d.mkdir()
+    try:
+        with pytest.raises(ShimError, match="only one cgroup2 directory"):
+            bundle.start(["true"], cgroups=[str(d) for d in dirs])
+    finally:
+        for d in dirs:
+            d.rmdir()
+
+
 def test_cgroup_limits_apply(bundle, unique):
     cg = Path(f"/sys/fs/cgroup/pids/flotilla-test-{unique}")
     cg.mkdir()
