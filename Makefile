@@ -44,7 +44,6 @@ stop:
 	$(PY) -m flotilla.swarmd.quickstart --root $(FLOTILLA_ROOT) --stop
 
 bench: setup
-	@dpkg -s docker.io >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io
 	$(PY) bench/container_start.py
 
 clean:
