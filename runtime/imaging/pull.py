@@ -104,8 +104,13 @@ def fetch_layer(images: ImageStore, client: RegistryClient, repo: str, desc: Des
             unpacker = ThreadedConsumer(
                 lambda chunks: unpack_chunks(images, chain, diff_id, chunks, desc.digest, on_bytes=extracted),
                 name=f"unpack-{ident}")
-        download_blob(images, client, repo, desc, progress, unpacker)  # type: ignore[arg-type]
-        progress(ProgressEvent(ident, "Download complete", desc.size, desc.size))
+        try:
+            download_blob(images, client, repo, desc, progress, unpacker)  # type: ignore[arg-type]
+            progress(ProgressEvent(ident, "Download complete", desc.size, desc.size))
+        except BaseException:
+            if unpacker:
+                unpacker.cancel()  # whatever failed, its thread must not wait for chunks forever
+            raise
     if unpacker:
         unpacker.finish()
     elif not have_layer:

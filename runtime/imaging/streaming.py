@@ -37,6 +37,7 @@ class ThreadedConsumer(Generic[T]):
         self._error: BaseException | None = None
         self._result: T | None = None
         self._ended = False  # the consumer has taken the end marker off the queue
+        self._closed = False  # the producer has put the end marker on it
         self._thread = threading.Thread(target=self._run, args=(target,), name=name, daemon=True)
         self._thread.start()
 
@@ -68,13 +69,18 @@ class ThreadedConsumer(Generic[T]):
 
     def finish(self) -> T:
         """End of a complete, verified stream: wait for the consumer and return its result."""
-        self._queue.put(_END)
-        self._thread.join()
+        self._end(_END)
         if self._error is not None:
             raise self._error
         return self._result  # type: ignore[return-value]
 
     def cancel(self) -> None:
-        """Abandon the stream: the consumer sees `Aborted`; wait until it has cleaned up."""
-        self._queue.put(_ABORT)
+        """Abandon the stream: the consumer sees `Aborted`; wait until it has cleaned up.
+        Harmless after `finish` or another `cancel` (error paths may reach it twice)."""
+        self._end(_ABORT)
+
+    def _end(self, marker: object) -> None:
+        if not self._closed:
+            self._closed = True
+            self._queue.put(marker)
         self._thread.join()

@@ -121,4 +121,5 @@ def test_cancel_aborts_the_consumer() -> None:
     consumer.feed(b"x")
     assert started.wait(10)
     consumer.cancel()
+    consumer.cancel()  # error paths may cancel twice: harmless
     assert len(seen) == 1 and not consumer._thread.is_alive()
