@@ -177,15 +177,10 @@ def bench_pull(tmp: Path, host: str, mb: float, opts: argparse.Namespace, engine
 
     def flotilla(unpack: bool) -> Callable[[int], object]:
         def go(r: int) -> object:
-            store = tmp / f"{'pull' if unpack else 'store'}-{r}"
-            svc = ImageService(ImageStore(store), creds)
-            try:
-                return svc.pull(ref) if unpack else pull_to_store(svc, ref)
-            finally:
-                if unpack and not kept:
-                    kept.append(svc)  # for the unpack-half and push measurements
-                else:
-                    shutil.rmtree(store)
+            svc = ImageService(ImageStore(tmp / f"{'pull' if unpack else 'store'}-{r}"), creds)
+            if unpack and not kept:
+                kept.append(svc)  # for the unpack-half and push measurements
+            return svc.pull(ref) if unpack else pull_to_store(svc, ref)
         return go
 
     def skopeo_copy(r: int) -> None:
@@ -206,8 +201,10 @@ def bench_pull(tmp: Path, host: str, mb: float, opts: argparse.Namespace, engine
         for name in names[r % len(names):] + names[:r % len(names)]:
             fn, cpu = contenders[name]
             results[name].append(measure(lambda: fn(r), cpu))
-            if name.startswith("skopeo") and r:
-                shutil.rmtree(tmp / f"skopeo-{r}")
+            # clean-up outside the measured time; round 0's skopeo dir and Flotilla pull serve later steps
+            for leftover in (tmp / f"skopeo-{r}", tmp / f"store-{r}", tmp / f"pull-{r}"):
+                if leftover not in (tmp / "skopeo-0", tmp / "pull-0") and leftover.exists():
+                    shutil.rmtree(leftover)
             if name.startswith("docker"):
                 engine.docker("rmi", ref)  # type: ignore[union-attr]
     print(f"\npull  {mb:.1f} MB compressed, {opts.layers} layers; {opts.rounds} rounds, order rotated each round")
