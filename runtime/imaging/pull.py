@@ -97,7 +97,9 @@ def fetch_layer(images: ImageStore, client: RegistryClient, repo: str, desc: Des
     if not have_layer:
         tx.layer(chain)
     unpacker: ThreadedConsumer[tuple[Path, bool]] | None = None
-    extracted = ByteCounter(ignore, ident, "Extracting", 0)  # counted silently: its events would interleave with downloads
+    # Silent while the layer downloads (its events would interleave with the download's), live
+    # for the part of the unpack that trails behind.
+    extracted = ByteCounter(ignore, ident, "Extracting", 0)
     if not have_blob:
         tx.blob(desc.digest)
         if not have_layer:
@@ -111,12 +113,13 @@ def fetch_layer(images: ImageStore, client: RegistryClient, repo: str, desc: Des
             if unpacker:
                 unpacker.cancel()  # whatever failed, its thread must not wait for chunks forever
             raise
+    extracted.sink = progress
     if unpacker:
         unpacker.finish()
     elif not have_layer:
         unpack_layer(images, chain, diff_id, desc.digest, on_bytes=extracted)
     if not have_layer:
-        progress(ProgressEvent(ident, "Extracting", extracted.current, extracted.current))
+        extracted.finish()
     progress(ProgressEvent(ident, "Pull complete"))
 
 
