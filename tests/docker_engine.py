@@ -59,16 +59,16 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _cmdline(pid: int) -> bytes:
+    """The process's command line, or b"" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if text.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                    found.append(int(entry))
-            except OSError:
-                pass
-    return found
+    return [int(e) for e in os.listdir("/proc") if e.isdigit() and text.encode() in _cmdline(int(e))]
 
 
 def _mounts_below(prefix: str) -> list[str]:
@@ -115,7 +115,7 @@ def private_dockerd(suffix: str, timeout: float = 60.0) -> Iterator[DockerEngine
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"private dockerd did not come up: {(root / 'dockerd.log').read_text()[-2000:]}")
             time.sleep(0.1)
-        engine.containerd = next((p for p in _children(proc.pid) if b"containerd" in Path(f"/proc/{p}/cmdline").read_bytes()), None)
+        engine.containerd = next((p for p in _children(proc.pid) if b"containerd" in _cmdline(p)), None)
         yield engine
     finally:
         _stop(engine)
