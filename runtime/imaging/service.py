@@ -147,7 +147,9 @@ class ImageService:
         return {"Id": info.id, "RepoTags": info.repo_tags, "RepoDigests": entry.get("repo_digests", []),
                 "Created": cfg.get("created", ""), "Author": cfg.get("author", ""), "Architecture": cfg.get("architecture", ""),
                 "Os": cfg.get("os", ""), "Size": info.size, "Config": cfg.get("config") or {},
-                "RootFS": cfg.get("rootfs") or {}, "ManifestDigest": info.digest}
+                # Docker's shape, not the OCI config's (`type`/`diff_ids`): scripts written for `docker inspect` work
+                "RootFS": {"Type": (cfg.get("rootfs") or {}).get("type", "layers"), "Layers": info.layers},
+                "ManifestDigest": info.digest}
 
     def history(self, ref: str) -> list[HistoryEntry]:
         """`docker history`: config history newest first, sizes from the layer each entry made."""

@@ -17,8 +17,12 @@ DEFAULT_CERTS_DIR = Path("/etc/docker/certs.d")
 
 def tls_context(domain: str, certs_dir: Path = DEFAULT_CERTS_DIR, verify: bool = True) -> ssl.SSLContext:
     """A client context for `domain`, with its certs.d CAs and client certificates loaded."""
-    ctx = ssl.create_default_context()
-    if not verify:
+    if verify:
+        ctx = ssl.create_default_context()
+    else:
+        # Nothing is verified, so the system CAs are not loaded: that alone takes ~90 ms, a
+        # third of a 50 MB pull from a loopback registry.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     folder = certs_dir / domain

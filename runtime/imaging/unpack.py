@@ -11,23 +11,18 @@ is always complete and correct.
 from __future__ import annotations
 
 import errno
-import gzip
-import io
 import os
 import secrets
 import tarfile
-import zlib
 from pathlib import Path
-from typing import BinaryIO, Callable
-
-import zstandard
+from typing import BinaryIO, Callable, Iterable
 
 from .. import archive
 from ..errors import InvalidArgument
 from ..fsutil import atomic_write_json, remove_tree
 from ..images import ImageStore
 from ..store import check_digest
-from .streams import CheckedReader, decompressed
+from .streams import Chunk, LayerReader, file_chunks
 
 XATTR_PREFIX = "SCHILY.xattr."
 FORBIDDEN_XATTR_PREFIX = "trusted.overlay."
@@ -85,9 +80,22 @@ def extract_layer(stream: BinaryIO, dest_fd: int) -> None:
 
 def unpack_layer(images: ImageStore, chain_id: str, diff_id: str, blob: str,
                  on_bytes: Callable[[int], None] | None = None) -> tuple[Path, bool]:
-    """Make `layers/<chain_id>/diff` from the blob; returns (dir, whether it was created now).
+    """Make `layers/<chain_id>/diff` from a stored blob; returns (dir, whether it was created now)."""
+    final = images.layers_dir / check_digest(chain_id)
+    if (final / "diff").is_dir():
+        return final / "diff", False
+    with images.content.open(blob) as f:
+        return unpack_chunks(images, chain_id, diff_id, file_chunks(f), blob, on_bytes)
 
-    The uncompressed stream must hash to `diff_id`; otherwise nothing is published.
+
+def unpack_chunks(images: ImageStore, chain_id: str, diff_id: str, chunks: Iterable[Chunk], blob: str,
+                  on_bytes: Callable[[int], None] | None = None) -> tuple[Path, bool]:
+    """Make `layers/<chain_id>/diff` from the blob's bytes as they arrive (a pull streams the
+    download straight in); returns (dir, whether it was created now).
+
+    The uncompressed stream must hash to `diff_id`; otherwise nothing is published. The caller
+    must not let `chunks` end normally unless the blob itself checked out (digest and size):
+    the layer dir is renamed into place as soon as they are consumed and the diff id matches.
     """
     final = images.layers_dir / check_digest(chain_id)
     if (final / "diff").is_dir():
@@ -95,23 +103,14 @@ def unpack_layer(images: ImageStore, chain_id: str, diff_id: str, blob: str,
     tmp = images.layers_dir / f".tmp-{secrets.token_hex(8)}"
     (tmp / "diff").mkdir(parents=True)
     try:
-        with images.content.open(blob) as raw:
-            try:
-                plain = decompressed(raw)
-                checked = CheckedReader(plain, f"layer {blob}", expected_digest=diff_id, on_bytes=on_bytes)
-                # Big reads: tarfile asks for 10 KiB at a time, hashing per call would dominate.
-                buffered = io.BufferedReader(checked, 1 << 20)
-                fd = os.open(tmp / "diff", os.O_RDONLY | os.O_DIRECTORY)
-                try:
-                    extract_layer(buffered, fd)  # type: ignore[arg-type]
-                finally:
-                    os.close(fd)
-                while buffered.read(1 << 20):
-                    pass  # the tar's trailing padding still counts for the diff id
-            except (gzip.BadGzipFile, zlib.error, zstandard.ZstdError, EOFError) as e:
-                raise InvalidArgument(f"layer {blob} is not a valid compressed tar: {e}") from None
-            checked.verify()
-        atomic_write_json(tmp / "meta.json", {"chain_id": chain_id, "diff_id": diff_id, "blob": blob, "size": checked.count})
+        reader = LayerReader(chunks, f"layer {blob}", diff_id, on_bytes)
+        fd = os.open(tmp / "diff", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            extract_layer(reader, fd)  # type: ignore[arg-type]
+        finally:
+            os.close(fd)
+        reader.finish()
+        atomic_write_json(tmp / "meta.json", {"chain_id": chain_id, "diff_id": diff_id, "blob": blob, "size": reader.count})
         try:
             os.rename(tmp, final)
         except OSError:

@@ -166,13 +166,61 @@ def corrupt(path: Path, how: str) -> None:
     path.write_bytes(data[: len(data) // 2] if how == "truncate" else data + b" ")
 
 
-@pytest.mark.parametrize("case", ["manifest-mismatch", "truncated-blob", "escaping-layer", "unknown-media-type",
-                                  "server-error", "bad-reference", "missing-tag"])
-def test_bad_input_leaves_store_unchanged(tmp_path, registry, service, busybox_tar, case) -> None:
+def craft(tmp: Path, host: str, repo_tag: str, layers: list[bytes], manifest_edit=None, config_edit=None) -> dict:
+    """Upload an image whose manifest or config was edited after the fact (what skopeo would refuse to copy)."""
+    import io
+
+    info = write_oci_layout(tmp / "crafted", layers)
+    blobs = tmp / "crafted" / "blobs" / "sha256"
+    m = json.loads((blobs / info["manifest_digest"][7:]).read_text())
+    if config_edit:
+        config = json.loads((blobs / m["config"]["digest"][7:]).read_text())
+        config_edit(config)
+        data = json.dumps(config).encode()
+        m["config"]["digest"], m["config"]["size"] = "sha256:" + __import__("hashlib").sha256(data).hexdigest(), len(data)
+        (blobs / m["config"]["digest"][7:]).write_bytes(data)
+    if manifest_edit:
+        manifest_edit(m)
+    repo, tag = repo_tag.split(":")
+    client = RegistryClient(host, insecure=True)
+    for desc in [m["config"], *m["layers"]]:
+        data = (blobs / desc["digest"][7:]).read_bytes()
+        client.upload_blob(repo, desc["digest"], len(data), lambda off, d=data: io.BytesIO(d[off:]))
+    client.put_manifest(repo, tag, json.dumps(m).encode(), m["mediaType"])
+    client.close()
+    return m
+
+
+def evil_tar(name: str, then: bytes = b"") -> bytes:
+    """A layer whose first entry escapes with `..`, optionally followed by a big file."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        evil = tarfile.TarInfo(f"../../../../tmp/{name}")
+        evil.size = 4
+        tar.addfile(evil, io.BytesIO(b"evil"))
+        if then:
+            big = tarfile.TarInfo("big.bin")
+            big.size = len(then)
+            tar.addfile(big, io.BytesIO(then))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case", ["manifest-mismatch", "truncated-blob", "corrupt-blob", "oversized-blob", "diff-id-mismatch",
+                                  "escaping-layer", "escaping-layer-mid-download", "unknown-media-type", "server-error",
+                                  "unauthorized", "bad-reference", "missing-tag"])
+def test_bad_input_leaves_store_unchanged(tmp_path, registry, service, busybox_tar, case, unique) -> None:
+    """Each case fails with one line and leaves blobs, layers (no temp dirs either) and images.json as they were."""
+    import contextlib
+
     service.images.import_image(busybox_tar, "busybox:latest")  # the store is not empty: nothing of it may be lost
     info = seed(tmp_path, registry.host, "bad/x:1", LAYERS)
     ref = f"{registry.host}/bad/x:1"
     proxy = None
+    cleanup = contextlib.ExitStack()
+    escape = Path(f"/tmp/flotilla-escape-{unique}")
     if case == "manifest-mismatch":
         corrupt(registry_blob_path(registry.storage, info["manifest_digest"]), "edit")
         expected = (InvalidArgument, "digest mismatch")
@@ -181,16 +229,30 @@ def test_bad_input_leaves_store_unchanged(tmp_path, registry, service, busybox_t
         layer = json.loads((tmp_path / "oci" / "blobs" / "sha256" / big[7:]).read_text())["layers"][2]["digest"]
         corrupt(registry_blob_path(registry.storage, layer), "truncate")
         expected = (InvalidArgument, "truncated")
+    elif case == "corrupt-blob":  # same size, different bytes: the registry serves what it stores
+        layer = json.loads((tmp_path / "oci" / "blobs" / "sha256" / info["manifest_digest"][7:]).read_text())["layers"][2]["digest"]
+        path = registry_blob_path(registry.storage, layer)
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
+        path.write_bytes(bytes(data))
+        expected = (InvalidArgument, layer)
+    elif case == "oversized-blob":  # the manifest declares fewer bytes than the registry sends
+        craft(tmp_path, registry.host, "bad/x:1", LAYERS, manifest_edit=lambda m: m["layers"][2].update(size=m["layers"][2]["size"] - 100))
+        expected = (InvalidArgument, "larger than")
+    elif case == "diff-id-mismatch":  # blob digests fine, but the config's diff id is not the layer's content
+        craft(tmp_path, registry.host, "bad/x:1", LAYERS, config_edit=lambda c: c["rootfs"]["diff_ids"].__setitem__(1, "sha256:" + "ab" * 32))
+        expected = (InvalidArgument, "diff id")
     elif case == "escaping-layer":
-        import io
-        import tarfile
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            evil = tarfile.TarInfo("../../../../tmp/flotilla-escape")
-            evil.size = 4
-            tar.addfile(evil, io.BytesIO(b"evil"))
-        seed(tmp_path, registry.host, "bad/x:1", [LAYERS[0], buf.getvalue()], name="evil")
+        seed(tmp_path, registry.host, "bad/x:1", [LAYERS[0], evil_tar(escape.name)], name="evil")
         expected = (InvalidArgument, "'..'")
+    elif case == "escaping-layer-mid-download":  # the unpacker refuses while megabytes are still arriving
+        seed(tmp_path, registry.host, "bad/x:1", [LAYERS[0], evil_tar(escape.name, os.urandom(6 << 20))], name="evil")
+        expected = (InvalidArgument, "'..'")
+    elif case == "unauthorized":
+        (tmp_path / "auth").mkdir()
+        locked = cleanup.enter_context(run_registry(tmp_path / "auth", htpasswd_user=("alice", "pw")))
+        ref = f"{locked.host}/bad/x:1"
+        expected = (Unauthorized, "authentication")
     elif case == "unknown-media-type":
         write_oci_layout(tmp_path / "odd", LAYERS[:1])
         blobs = tmp_path / "odd" / "blobs" / "sha256"
@@ -218,14 +280,15 @@ def test_bad_input_leaves_store_unchanged(tmp_path, registry, service, busybox_t
         expected = (NotFound, "manifest unknown")
     before = store_listing(tmp_path / "root")
     try:
-        with pytest.raises(expected[0]) as e:
+        with cleanup, pytest.raises(expected[0]) as e:
             service.pull(ref)
     finally:
         if proxy:
             proxy.close()
     assert expected[1] in str(e.value) and "\n" not in str(e.value)
     assert store_listing(tmp_path / "root") == before
-    assert not Path("/tmp/flotilla-escape").exists()
+    assert service.images.leased == {}
+    assert not escape.exists()
 
 
 def test_bearer_token_auth(tmp_path, service) -> None:
@@ -378,7 +441,8 @@ def test_gc_during_a_pull_leaves_its_blobs_alone(tmp_path, registry, service) ->
     try:
         assert two_done.wait(30)
         service.prune(all_images=True)  # gc with two layers written but no image published yet
-        assert len(os.listdir(tmp_path / "root" / "layers")) == 2
+        # the two finished layers survive; the stalled one is still a temp dir (it unpacks while it downloads)
+        assert len([n for n in os.listdir(tmp_path / "root" / "layers") if not n.startswith(".tmp-")]) == 2
     finally:
         gate.set()
         worker.join(30)
