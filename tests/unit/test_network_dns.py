@@ -49,11 +49,19 @@ def test_read_upstreams_skips_ipv6():
 @pytest.fixture
 def fake_upstream():
     """A loopback DNS server (UDP and TCP, one port) answering every A query with 203.0.113.99."""
-    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    udp.bind(("127.0.0.1", 0))
+    for attempt in range(20):  # the UDP port the kernel picks may be taken for TCP by a parallel run
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+        tcp = socket.socket()
+        try:
+            tcp.bind(udp.getsockname())
+            break
+        except OSError:
+            udp.close()
+            tcp.close()
+            if attempt == 19:
+                raise
     udp.settimeout(0.1)
-    tcp = socket.socket()
-    tcp.bind(udp.getsockname())
     tcp.listen(4)
     tcp.settimeout(0.1)
     stop = threading.Event()
