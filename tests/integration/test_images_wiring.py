@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import tarfile
 import threading
 import time
@@ -60,16 +61,23 @@ def test_run_step_has_its_own_netns_and_a_cgroup_under_the_parent(runtime, tmp_p
     (ctx / "Dockerfile").write_text(
         "FROM busybox:latest\nRUN while [ ! -e /tmp/go ]; do sleep 0.05; done; ls /sys/class/net > /tmp/links\n")
     result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(image=svc.build(ctx, BuildOptions(tags=["sandboxed:1"]))))
+    thread = threading.Thread(target=lambda: result.update(image=svc.build(ctx, BuildOptions(tags=["sandboxed:1"]))),
+                              daemon=True)
     thread.start()
+    released = False
     try:
         procs = wait_for(lambda: [p for cg in build_cgroups(runtime) if (cg / "cgroup.procs").exists()
-                                  for p in (cg / "cgroup.procs").read_text().split()], 30, what="the RUN step's cgroup")
+                                  for p in (cg / "cgroup.procs").read_text().split()], 60, what="the RUN step's cgroup")
         pid = int(procs[0])
         assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
         assert runtime.net.nm.containers() and all(c.startswith(PREFIX) for c in runtime.net.nm.containers())
         Path(f"/proc/{pid}/root/tmp/go").write_text("")  # let the step finish
+        released = True
     finally:
+        if not released:  # a failed check must not leave the step waiting (and the build thread) forever
+            for cg in build_cgroups(runtime):
+                for p in (cg / "cgroup.procs").read_text().split():
+                    os.kill(int(p), signal.SIGKILL)
         thread.join(60)
     image = result["image"]
     assert build_cgroups(runtime) == [] and runtime.net.nm.containers() == []
