@@ -17,12 +17,25 @@ apt:
 	  echo "installing Debian packages: $(APT_PACKAGES)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(APT_PACKAGES); }
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV)/.path-entry
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# The editable install's .pth imports setuptools' finder hook (pathlib, importlib.util, ...: ~25 ms
+# of every `swarmctl` start). A plain path entry does the same job for this layout: a `flotilla/`
+# dir of symlinks to the top-level folders (pyproject's package-dir), so new modules still appear
+# without reinstalling. `editable_mode=compat` cannot express the folder renames.
+LINKS := $(VENV)/flotilla-src/flotilla
+$(VENV)/.path-entry: $(VENV)/.installed Makefile
+	mkdir -p $(LINKS)
+	for d in proto runtime agent manager swarmctl swarmd; do ln -sfn $(CURDIR)/$$d $(LINKS)/$$d; done
+	for pth in $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/__editable__.flotilla-*.pth; do \
+	  echo $(CURDIR)/$(VENV)/flotilla-src > $$pth; done
+	$(PY) -c 'import flotilla.swarmctl.main, flotilla.runtime.native'
 	touch $@
 
 native: runtime/native/.built

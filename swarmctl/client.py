@@ -57,20 +57,24 @@ class Client:
         if not host.startswith("unix://"):
             from .errors import CLIError
             raise CLIError(f"invalid host {host!r}: expected unix:///path/to/agent.sock")
-        from flotilla.proto import framing, runtime_pb2
+        from flotilla.proto import framing
 
         self.host = host
-        self.pb = runtime_pb2
         self.channel = None
         path = host[len("unix://"):]
         cli_path = path if path.endswith(framing.SOCKET_SUFFIX) else framing.cli_socket_path(path)
         if cli_path == path or (os.environ.get("FLOTILLA_TRANSPORT") != "grpc" and os.path.exists(cli_path)):
+            from .messages import runtime_messages
             from .socket_client import CallError, SocketMethods
 
+            self.pb = runtime_messages()
             self.RpcError = CallError
-            self.stub = SocketMethods(cli_path, runtime_pb2)
+            self.stub = SocketMethods(cli_path, self.pb)
             return
         import grpc
+        from flotilla.proto import runtime_pb2
+
+        self.pb = runtime_pb2
 
         self.RpcError = grpc.RpcError
         self.channel = grpc.insecure_channel(host, options=[("grpc.max_receive_message_length", 16 << 20)])
