@@ -154,6 +154,7 @@ class CliListener:
                 feeder = asyncio.create_task(_watch(reader))
         except _ClientGone as gone:
             return gone.status
+        feeder.add_done_callback(_retrieve)  # its exception may go unread when the handler ends first
         context = CliContext()
         handler = asyncio.create_task(self._respond(method, argument, context, writer))
         try:
@@ -174,9 +175,13 @@ class CliListener:
         """Call the servicer's handler, write its responses; its status (aborts included)."""
         try:
             if method.server_streaming:
-                async for response in method.handler(argument, context):
-                    writer.write(framing.encode(framing.MESSAGE, response.SerializeToString()))
-                    await writer.drain()
+                responses = method.handler(argument, context)
+                try:
+                    async for response in responses:
+                        writer.write(framing.encode(framing.MESSAGE, response.SerializeToString()))
+                        await writer.drain()
+                finally:  # a client gone mid-stream: the handler's own clean-up runs now, not at GC
+                    await responses.aclose()
             else:
                 response = await method.handler(argument, context)
                 writer.write(framing.encode(framing.MESSAGE, response.SerializeToString()))
@@ -191,6 +196,11 @@ class CliListener:
             log.error("%s failed on the CLI socket", method.name, exc_info=exc)
             return _code(code), details, trailers
         return StatusCode.OK, "", ()
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
