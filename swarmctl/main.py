@@ -65,6 +65,12 @@ class Formatter(argparse.HelpFormatter):
         super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
 
 
+# argparse translates each of its messages as it builds a parser (~30 per `run`), and gettext
+# looks for catalogs on disk every time (4 stats per message): a third of the parser's build time.
+# The answer cannot change within one process, so ask once per message.
+argparse._ = functools.cache(argparse._)  # type: ignore[attr-defined]
+
+
 class Parser(argparse.ArgumentParser):
     """ArgumentParser with `Formatter`; subcommand parsers are made of the same class."""
 

@@ -148,7 +148,11 @@ class SocketMethods:
             return _single(conn, response)
 
         def bidi(requests: Iterable[Any]) -> ResponseStream:
-            conn = _start(path, opening)
+            # the opening request (Run's spec...) goes with the CALL frame: the agent can start
+            # creating the container while the sender thread is still being started
+            requests = iter(requests)
+            first = next(requests, None)
+            conn = _start(path, opening + (_message(first) if first is not None else b""))
             threading.Thread(target=_send_all, args=(conn, requests), name="requests", daemon=True).start()
             return ResponseStream(conn, response)
 
