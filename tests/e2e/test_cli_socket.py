@@ -97,3 +97,14 @@ def test_a_killed_agent_leaves_a_stale_socket_that_reads_as_down(agent, ctl):
     finally:
         agent.start()  # claims the stale sockets again
     assert ctl("ps").returncode == 0
+
+
+@pytest.mark.parametrize("transport", ["cli", "grpc"])
+def test_detach_keys_leave_the_container_running(agent, ctl, monkeypatch, transport):
+    """Ctrl-P Ctrl-Q cancels the call (a socket shutdown on the CLI socket): the container lives on."""
+    monkeypatch.setenv("FLOTILLA_TRANSPORT", transport)
+    name = f"detach-{transport}-{agent.suffix}"
+    output, code = drive_pty(agent, ["run", "-it", "--name", name, IMAGE, "sh"], b"\x10\x11")
+    assert code == 0, output
+    assert agent.status(name) == "running"
+    assert ctl("exec", name, "echo", "alive").stdout == "alive\n"
