@@ -79,6 +79,12 @@ def cmd_run(client, args) -> int:
         return 0
     if outcome.exit_code is None:
         raise CLIError("the container's exit code is unknown: the agent closed the stream", 125)
+    if args.rm:
+        # Docker's CLI returns only once an --rm container is gone, so that the next command of a
+        # script (rmi, run --name) never finds it. The agent's monitor removes it as well; the
+        # runtime serializes the two and the loser gets NOT_FOUND.
+        with contextlib.suppress(client.RpcError):
+            client.stub.RemoveContainer(pb.RemoveRequest(ref=outcome.container_id, force=True, volumes=True))
     return outcome.exit_code
 
 
