@@ -135,7 +135,8 @@ class CliListener:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
-    async def _call(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def _call(self, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> tuple[int, str, tuple] | None:
         """Run one call; its final status, or None when the client left before it ended."""
         try:
             kind, payload = await _read_frame(reader)
