@@ -21,9 +21,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from flotilla.proto import runtime_pb2, runtime_pb2_grpc
+from flotilla.proto.framing import cli_socket_path
 from flotilla.runtime.errors import RuntimeFault
 from flotilla.runtime.runtime import Runtime
 
+from .cli_listener import CliListener
 from .images_api import recover_images
 from .monitor import Monitor
 from .server import RuntimeService
@@ -105,10 +107,18 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     claim_socket(path)
+    cli_path = Path(cli_socket_path(str(path)))
+    claim_socket(cli_path)
     if not server.add_insecure_port(f"unix:{path}"):
         raise AgentError(f"cannot listen on {path}")
     await server.start()
     os.chmod(path, 0o660)
+    # the same servicer without HTTP/2, for swarmctl (agent/cli_listener.py); it appears once ready
+    cli = CliListener(service, runtime_pb2.DESCRIPTOR.services_by_name["Runtime"], runtime_pb2, cli_path)
+    try:
+        await cli.start()
+    except OSError as exc:
+        raise AgentError(f"cannot listen on {cli_path}: {exc.strerror}") from None
     await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     log.info("serving the runtime API on unix://%s (root %s, cgroup parent %s)", path, root, cgroup_parent)
@@ -119,7 +129,7 @@ async def serve(root: Path, listen: str, cgroup_parent: str, metrics_addr: str |
     await stop.wait()
     log.info("stopping; containers keep running and are adopted by the next agent")
     await health_servicer.enter_graceful_shutdown()
-    await server.stop(2)
+    await asyncio.gather(cli.close(2), server.stop(2))
     if agent is not None:
         await agent.close()
     monitor.close()

@@ -3,7 +3,9 @@
 Measures, in one run (medians of --runs repetitions):
   (a) create + start + wait + remove of /bin/true through the gRPC API, warm client (also per call,
       and the agent's CPU time per container, which depends far less on other load than wall time)
-  (b) `swarmctl run --rm --network none busybox /bin/true` end to end (a new CLI process each time)
+  (b) `swarmctl run --rm --network none busybox /bin/true` end to end (a new CLI process each time),
+      over the agent's CLI socket (swarmctl's default) and over gRPC (FLOTILLA_TRANSPORT=grpc),
+      alternating run by run so both see the same machine load; wall time and the CLI's CPU time
   (c) `runc run` of the same rootfs as an OCI bundle (`runc spec`, no network)
   (d) `docker run --rm --network none` of the same rootfs, when a Docker engine is running
 and prints the ratios to runc ((a) and (c) run in turn, one sample each, so both see the same
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -31,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CONTAINERD_SHIM_RSS_MB = 13.0
+DOCKER_MEASURED_MS = 224.0  # `docker run --rm --network none` on this machine (issue 2), when no engine runs now
 SHIMS = 20
 
 
@@ -40,6 +44,25 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def cli_runs(argv: list[str], runs: int) -> dict[str, tuple[float, float]]:
+    """Median (wall ms, CPU ms of the CLI process) per transport, the transports alternating."""
+    samples: dict[str, list[tuple[float, float]]] = {"cli socket": [], "grpc": []}
+    envs = {"cli socket": {**os.environ, "FLOTILLA_TRANSPORT": "cli"},
+            "grpc": {**os.environ, "FLOTILLA_TRANSPORT": "grpc"}}
+    for i in range(runs + 1):  # the first round warms up
+        for name, env in envs.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run(argv, check=True, env=env)
+            wall = (time.perf_counter() - t0) * 1000
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
+            if i:
+                samples[name].append((wall, cpu))
+    return {name: (statistics.median(w for w, _ in s), statistics.median(c for _, c in s))
+            for name, s in samples.items()}
 
 
 def timed(fn, runs: int) -> float:
@@ -180,6 +203,10 @@ def main() -> int:
         raise SystemExit("the benchmark needs root (namespaces, cgroups)")
     from flotilla.swarmd.busybox_image import write_busybox_tar
 
+    # as `make setup` does: with PYTHONDONTWRITEBYTECODE every CLI run would compile from source
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *(str(REPO / d) for d in
+                    ("proto", "runtime", "agent", "manager", "swarmctl", "swarmd"))], check=True)
+
     with tempfile.TemporaryDirectory(prefix="flotilla-bench-") as tmp_name:
         tmp = Path(tmp_name)
         tar = write_busybox_tar(tmp / "busybox.tar")
@@ -203,7 +230,9 @@ def main() -> int:
             agent_cpu_ms = (agent.cpu_ms() - cpu_before) / (args.runs + 1)
             results["grpc create+start+wait+rm"] = grpc_ms
             ctl = [str(BIN / "swarmctl"), "-H", f"unix://{agent.socket}", "run", "--rm", "--network", "none", image, "/bin/true"]
-            results["swarmctl run --rm"] = timed(lambda: subprocess.run(ctl, check=True), args.runs)
+            cli = cli_runs(ctl, args.runs)
+            for transport, (wall, _) in cli.items():
+                results[f"swarmctl run --rm ({transport})"] = wall
             results["runc run"] = runc_ms
             docker_note = ""
             if docker_available():
@@ -229,6 +258,11 @@ def main() -> int:
     print("  (a) per call: " + ", ".join(f"{name} {statistics.median(ms[1:]):.1f}"  # [0]: the warm-up
                                          for name, ms in phases.items())
           + f" ms; the agent's CPU time {agent_cpu_ms:.1f} ms per container")
+    docker_ms = results.get("docker run --rm", DOCKER_MEASURED_MS)
+    docker_from = "measured now" if "docker run --rm" in results else f"{DOCKER_MEASURED_MS:.0f} ms measured here before"
+    for transport, (wall, cpu) in cli.items():
+        print(f"  swarmctl ({transport}): CPU {cpu:.1f} ms user+sys; {wall / docker_ms:.2f}x docker run --rm "
+              f"({docker_from}; goal <= 0.50x)")
     print(f"shim RSS per running container: {shim_mb:.2f} MB over {SHIMS} containers "
           f"(containerd-shim-runc-v2: ~{CONTAINERD_SHIM_RSS_MB:.0f} MB, {shim_mb / CONTAINERD_SHIM_RSS_MB:.2f}x)")
     print(f"agent RSS: {idle_mb:.1f} MB idle, {busy_agent_mb:.1f} MB with {SHIMS} running containers")

@@ -34,7 +34,7 @@ def cmd_exec(client, args) -> int:
     spec = pb.ExecSpec(cmd=args.command, env=parse_env(args.env, []), user=args.user, workdir=args.workdir,
                        tty=args.tty, stdin_open=args.interactive and not args.detach)
     first = pb.StreamInput(exec=pb.ExecStart(ref=args.container, spec=spec, detach=args.detach))
-    outcome = session(client.stub.Exec, pb, first, stdin=spec.stdin_open, tty=args.tty)
+    outcome = session(client, "Exec", first, stdin=spec.stdin_open, tty=args.tty)
     if args.detach:
         return 0
     if outcome.exit_code is None:
@@ -52,6 +52,6 @@ def cmd_attach(client, args) -> int:
     stdin = bool(config.get("OpenStdin")) and not args.no_stdin
     from .containers import signal_container
 
-    outcome = session(client.stub.Attach, pb, first, stdin=stdin, tty=bool(config.get("Tty")),
+    outcome = session(client, "Attach", first, stdin=stdin, tty=bool(config.get("Tty")),
                       forward_signal=lambda o, sig: signal_container(client, args.container, sig))
     return outcome.exit_code if outcome.exit_code is not None else 0

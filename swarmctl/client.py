@@ -1,4 +1,11 @@
-"""A connection to the agent's local API; gRPC is imported only when a command needs it."""
+"""A connection to the agent's local API: its CLI socket when there is one, gRPC otherwise.
+
+`-H unix:///PATH` (or FLOTILLA_HOST) names the agent's gRPC socket. When `PATH.cli` exists the
+agent serves the same API there without HTTP/2 (docs/agent.md, "The CLI socket") and grpcio is
+never imported; `-H unix:///PATH.cli` names that socket directly, and FLOTILLA_TRANSPORT=grpc
+forces gRPC. Either way the commands see the same `stub` methods and messages, and catch
+`client.RpcError`, whose `code().name` is gRPC's status code name.
+"""
 from __future__ import annotations
 
 import os
@@ -44,17 +51,35 @@ class RuntimeMethods:
 class Client:
     """The Runtime stub plus the message module, connected lazily."""
 
+    RpcError: type[Exception]
+
     def __init__(self, host: str) -> None:
         if not host.startswith("unix://"):
             from .errors import CLIError
             raise CLIError(f"invalid host {host!r}: expected unix:///path/to/agent.sock")
+        from flotilla.proto import framing
+
+        self.host = host
+        self.channel = None
+        path = host[len("unix://"):]
+        cli_path = path if path.endswith(framing.SOCKET_SUFFIX) else framing.cli_socket_path(path)
+        if cli_path == path or (os.environ.get("FLOTILLA_TRANSPORT") != "grpc" and os.path.exists(cli_path)):
+            from .messages import runtime_messages
+            from .socket_client import CallError, SocketMethods
+
+            self.pb = runtime_messages()
+            self.RpcError = CallError
+            self.stub = SocketMethods(cli_path, self.pb)
+            return
         import grpc
         from flotilla.proto import runtime_pb2
 
-        self.host = host
         self.pb = runtime_pb2
+
+        self.RpcError = grpc.RpcError
         self.channel = grpc.insecure_channel(host, options=[("grpc.max_receive_message_length", 16 << 20)])
         self.stub = RuntimeMethods(self.channel, runtime_pb2)
 
     def close(self) -> None:
-        self.channel.close()
+        if self.channel is not None:
+            self.channel.close()

@@ -73,12 +73,18 @@ def cmd_run(client, args) -> int:
         print(info.id)
         return 0
     first = pb.StreamInput(run=pb.RunStart(spec=spec))
-    outcome = session(client.stub.Run, pb, first, stdin=args.interactive, tty=args.tty,
+    outcome = session(client, "Run", first, stdin=args.interactive, tty=args.tty,
                       forward_signal=lambda o, sig: signal_container(client, o.container_id, sig))
     if outcome.detached:
         return 0
     if outcome.exit_code is None:
         raise CLIError("the container's exit code is unknown: the agent closed the stream", 125)
+    if args.rm:
+        # Docker's CLI returns only once an --rm container is gone, so that the next command of a
+        # script (rmi, run --name) never finds it. The agent's monitor removes it as well; the
+        # runtime serializes the two and the loser gets NOT_FOUND.
+        with contextlib.suppress(client.RpcError):
+            client.stub.RemoveContainer(pb.RemoveRequest(ref=outcome.container_id, force=True, volumes=True))
     return outcome.exit_code
 
 
@@ -101,7 +107,7 @@ def cmd_start(client, args) -> int:
         ref = args.containers[0]
         config = container_config(client, ref)
         first = pb.StreamInput(attach=pb.AttachStart(ref=ref, start=True))
-        outcome = session(client.stub.Attach, pb, first, stdin=args.interactive and config.get("OpenStdin", False),
+        outcome = session(client, "Attach", first, stdin=args.interactive and config.get("OpenStdin", False),
                           tty=bool(config.get("Tty", False)), forward_signal=lambda o, sig: signal_container(client, ref, sig))
         return outcome.exit_code if outcome.exit_code is not None else 0
     return _each(client, args.containers, lambda ref: client.stub.StartContainer(pb.ContainerRef(ref=ref)))
@@ -109,11 +115,10 @@ def cmd_start(client, args) -> int:
 
 def signal_container(client, ref: str, signum: int) -> None:
     """Docker's --sig-proxy: a signal to the attached client goes to the container."""
-    import grpc
     import signal as signals
 
     if ref:
-        with contextlib.suppress(grpc.RpcError):
+        with contextlib.suppress(client.RpcError):
             client.stub.KillContainer(client.pb.KillRequest(ref=ref, signal=signals.Signals(signum).name))
 
 
@@ -157,16 +162,14 @@ def cmd_wait(client, args) -> int:
 
 def _each(client, refs: list[str], action, echo: bool = True) -> int:
     """Apply `action` to every ref like Docker: print each that worked, one error line for each that failed."""
-    import grpc
-
     from .errors import from_rpc_error
 
     failed = False
     for ref in refs:
         try:
             action(ref)
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.UNAVAILABLE:
+        except client.RpcError as err:
+            if err.code().name == "UNAVAILABLE":
                 raise
             print(from_rpc_error(err, client.host), file=sys.stderr)
             failed = True

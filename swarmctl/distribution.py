@@ -93,16 +93,14 @@ def cmd_pull(client, args) -> int:
 def ensure_image(client, reference: str, policy: str = "missing") -> None:
     """`run`/`create --pull POLICY`: by default an image that is not here is pulled first, as
     Docker does (progress on stderr); `always` pulls anyway, `never` leaves the error to create."""
-    import grpc
-
     if policy == "never":
         return
     if policy == "missing":
         try:
             client.stub.InspectImage(client.pb.ImageRef(ref=reference))
             return
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
+        except client.RpcError as err:
+            if err.code().name != "NOT_FOUND":
                 raise
         print(f"Unable to find image '{reference}' locally", file=sys.stderr)
     pull(client, reference, out=sys.stderr)

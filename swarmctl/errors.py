@@ -11,14 +11,15 @@ class CLIError(Exception):
 
 
 def from_rpc_error(err, host: str, default_exit: int = 1) -> CLIError:
-    """Docker's wording: daemon errors are prefixed, an unreachable agent says how to fix it."""
-    import grpc
+    """Docker's wording: daemon errors are prefixed, an unreachable agent says how to fix it.
 
-    code = err.code()
+    `err` is a grpc.RpcError or the CLI socket's CallError: both have code() (compared by name),
+    details() and trailing_metadata()."""
+    code = err.code().name
     from_registry = ("error-source", "registry") in tuple(err.trailing_metadata() or ())
-    if code == grpc.StatusCode.UNAVAILABLE and not from_registry:
+    if code == "UNAVAILABLE" and not from_registry:
         return CLIError(f"Cannot connect to the Flotilla agent at {host}. Is the agent running?", 1)
-    if code == grpc.StatusCode.CANCELLED:
+    if code == "CANCELLED":
         return CLIError("request cancelled", 1)
     exit_code = default_exit
     for key, value in err.trailing_metadata() or ():

@@ -106,15 +106,13 @@ def _probe(client, ctr: str, path: str) -> str:
     """"dir", "file" or "missing": what `path` is inside the container (first tar header of a copy)."""
     import tarfile
 
-    import grpc
-
     stream = client.stub.CopyFrom(client.pb.CopyFromRequest(ref=ctr, path=path))
     try:
         with tarfile.open(fileobj=io.BufferedReader(ChunkReader(_chunks(stream)), CHUNK), mode="r|") as tar:
             first = tar.next()
             return "dir" if first is not None and first.isdir() else "file"
-    except grpc.RpcError as err:
-        if err.code() == grpc.StatusCode.NOT_FOUND and "no such container" not in (err.details() or "").lower():
+    except client.RpcError as err:
+        if err.code().name == "NOT_FOUND" and "no such container" not in (err.details() or "").lower():
             return "missing"
         raise
     finally:

@@ -60,16 +60,14 @@ def cmd_history(client, args) -> int:
 
 def cmd_inspect(client, args) -> int:
     """Every image's document; a missing one is reported (one line) after the others, as Docker does."""
-    import grpc
-
     from .errors import from_rpc_error
 
     docs, failed = [], False
     for ref in args.images:
         try:
             docs.append(json.loads(client.stub.InspectImage(client.pb.ImageRef(ref=ref)).json))
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
+        except client.RpcError as err:
+            if err.code().name != "NOT_FOUND":
                 raise
             print(from_rpc_error(err, client.host), file=sys.stderr)
             failed = True

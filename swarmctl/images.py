@@ -87,16 +87,14 @@ def cmd_images(client, args) -> int:
 
 
 def cmd_rmi(client, args) -> int:
-    import grpc
-
     from .errors import from_rpc_error
 
     failed = False
     for ref in args.images:
         try:
             resp = client.stub.RemoveImage(client.pb.RemoveImageRequest(ref=ref, force=args.force))
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.UNAVAILABLE:
+        except client.RpcError as err:
+            if err.code().name == "UNAVAILABLE":
                 raise
             print(from_rpc_error(err, client.host), file=sys.stderr)
             failed = True

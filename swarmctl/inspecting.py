@@ -64,8 +64,6 @@ def container_config(client, ref: str) -> dict:
 
 def cmd_inspect(client, args) -> int:
     """Containers first, then images, then volumes, as `docker inspect` looks them up."""
-    import grpc
-
     pb, found, missing = client.pb, [], []
     for ref in args.objects:
         lookups = (
@@ -77,8 +75,8 @@ def cmd_inspect(client, args) -> int:
             try:
                 found.append(lookup())
                 break
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.NOT_FOUND:
+            except client.RpcError as err:
+                if err.code().name != "NOT_FOUND":
                     raise
         else:
             missing.append(ref)

@@ -1,6 +1,6 @@
 """Interactive streams (`run`, `start -a`, `attach`, `exec`): stdin, a real tty, exit codes.
 
-The gRPC call is bidirectional: a queue feeds the request stream (the opening message, stdin
+The call (gRPC or the CLI socket's) is bidirectional: a queue feeds the request stream (the opening message, stdin
 chunks from a reader thread, resizes from the SIGWINCH handler) and the main thread writes the
 output as it arrives. With `-t` the local terminal is put in raw mode for the session, so keys
 such as Ctrl-C reach the container, and restored however the session ends.
@@ -14,15 +14,16 @@ import signal
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 
-@dataclass
 class Outcome:
-    exit_code: int | None = None
-    container_id: str = ""
-    exec_id: str = ""
-    detached: bool = False
+    """What an interactive call reported (a plain class: `dataclasses` costs the CLI ~10 ms to import)."""
+
+    def __init__(self) -> None:
+        self.exit_code: int | None = None
+        self.container_id = ""
+        self.exec_id = ""
+        self.detached = False
 
 
 @contextlib.contextmanager
@@ -46,16 +47,16 @@ DETACH_KEYS = b"\x10\x11"  # Ctrl-P Ctrl-Q, Docker's default detach sequence
 PROXIED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 
 
-def session(method: Callable, pb, first, *, stdin: bool, tty: bool,
+def session(client, method: str, first, *, stdin: bool, tty: bool,
             forward_signal: Callable[[Outcome, int], None] | None = None) -> Outcome:
-    """Run one interactive call to its end and return what it reported.
+    """Run one interactive call (`method` of client.stub: Run, Attach, Exec) to its end and
+    return what it reported.
 
     With a tty, Ctrl-P Ctrl-Q detaches (the container keeps running). Without one, signals
     this process receives are handed to `forward_signal` (Docker's --sig-proxy), which runs
     in its own thread because it makes an RPC.
     """
-    import grpc
-
+    pb = client.pb
     requests: queue.Queue = queue.Queue()
     requests.put(first)
     done = threading.Event()
@@ -104,7 +105,7 @@ def session(method: Callable, pb, first, *, stdin: bool, tty: bool,
             send_size()
         elif forward_signal is not None:
             saved.update({sig: signal.signal(sig, proxy) for sig in PROXIED_SIGNALS})
-        calls.append(method(request_stream()))
+        calls.append(getattr(client.stub, method)(request_stream()))
         if stdin:
             threading.Thread(target=read_stdin, args=(raw,), name="stdin", daemon=True).start()
         try:
@@ -120,7 +121,7 @@ def session(method: Callable, pb, first, *, stdin: bool, tty: bool,
                     outcome.container_id = out.container_id
                 elif kind == "exec_id":
                     outcome.exec_id = out.exec_id
-        except grpc.RpcError:
+        except client.RpcError:
             if not outcome.detached:
                 raise
         except KeyboardInterrupt:

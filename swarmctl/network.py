@@ -104,14 +104,12 @@ def cmd_inspect(client, args) -> int:
         return _swarm("inspect")(client, args)
     import json
 
-    import grpc
-
     docs, failed = [], False
     for ref in args.networks:
         try:
             docs.append(json.loads(client.stub.InspectNetwork(client.pb.NetworkRef(ref=ref)).json))
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
+        except client.RpcError as err:
+            if err.code().name != "NOT_FOUND":
                 raise
             print(f"Error: No such network: {ref}", file=sys.stderr)
             failed = True

@@ -45,14 +45,12 @@ def cmd_ls(client, args) -> int:
 
 
 def cmd_inspect(client, args) -> int:
-    import grpc
-
     docs, failed = [], False
     for name in args.names:
         try:
             info = client.stub.InspectVolume(client.pb.VolumeName(name=name))
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.NOT_FOUND:
+        except client.RpcError as err:
+            if err.code().name != "NOT_FOUND":
                 raise
             print(f"Error: No such volume: {name}", file=sys.stderr)
             failed = True
