@@ -28,6 +28,7 @@ registries, the private dockerd and containers are removed at the end.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
@@ -300,24 +301,50 @@ def bench_build(tmp: Path, svc: ImageService) -> None:
     print(f"  cold {t_cold * 1000:7.1f} ms   warm rebuild (all cached) min {min(warm) * 1000:6.1f} ms  median {sorted(warm)[2] * 1000:6.1f} ms")
 
 
+def rootfs_with_payload(base_tar: Path, out: Path, payload_mb: int) -> Path:
+    """The busybox rootfs plus `payload_mb` of incompressible data: an image of a realistic size."""
+    import tarfile
+    with tarfile.open(base_tar) as src, tarfile.open(out, "w") as dst:
+        for member in src.getmembers():
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+        info = tarfile.TarInfo("opt/payload.bin")
+        info.size = payload_mb << 20
+        info.mode = 0o644
+        dst.addfile(info, io.BytesIO(os.urandom(info.size)))
+    return out
+
+
 def bench_disk(tmp: Path, count: int) -> None:
+    """Disk of `count` running containers of one image against the image alone (goal < 1.1x):
+    once with the 2 MB busybox image, whose per-container files (record, logs, /etc files,
+    overlay upper and work dirs, ~4 kB blocks each) weigh against a tiny image, and once with a
+    50 MB image, where what the goal is about, the layers being shared, shows."""
     from flotilla.runtime.runtime import Runtime
     from flotilla.runtime.spec import ContainerSpec
 
     rt = Runtime(tmp / "rt", cgroup_parent=f"flotilla-bench-{os.getpid()}")
     try:
-        image = rt.import_image(build_busybox_rootfs_tar(tmp / "busybox2.tar"), "busybox:latest")
-        layers = du(tmp / "rt" / "layers")
-        ids = [rt.create(ContainerSpec(image="busybox", cmd=["true"])).id for _ in range(count)]
-        containers = du(tmp / "rt" / "containers")
-        print(f"\ndisk: {count} containers of one {image.size / 1e6:.1f} MB image")
-        print(f"  shared layer dirs {layers / 1e6:7.2f} MB (once), per-container state {containers / count / 1e3:7.1f} kB")
-        print(f"  total {(layers + containers) / 1e6:7.2f} MB vs {count * layers / 1e6:7.1f} MB if each container had a copy"
-              f" (ratio {(layers + containers) / (count * layers):.3f})")
-        for cid in ids:
-            rt.remove(cid, force=True)
+        small = build_busybox_rootfs_tar(tmp / "busybox2.tar")
+        for name, tar in (("busybox", small), ("busybox-50mb", rootfs_with_payload(small, tmp / "big.tar", 50))):
+            image = rt.import_image(tar, f"{name}:latest")
+            tar.unlink()
+            layers = du(tmp / "rt" / "layers")
+            ids = [rt.create(ContainerSpec(image=name, cmd=["sleep", "600"], network_mode="none")).id for _ in range(count)]
+            for cid in ids:
+                rt.start(cid)
+            containers = du(tmp / "rt" / "containers")
+            total = layers + containers
+            print(f"\ndisk: {count} running containers of one {image.size / 1e6:.1f} MB image ({name})")
+            print(f"  shared layer dirs {layers / 1e6:7.2f} MB (once), per-container state {containers / count / 1e3:7.1f} kB")
+            print(f"  total {total / 1e6:7.2f} MB = {total / layers:.3f}x one image (goal < 1.1x); "
+                  f"{count * layers / 1e6:.1f} MB if each container had a copy")
+            for cid in ids:
+                rt.remove(cid, force=True)
+            rt.remove_image(name)
+            rt.drain()
     finally:
         rt.close_cgroup_parent()
+        rt.close()
 
 
 if __name__ == "__main__":
