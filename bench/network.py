@@ -17,6 +17,7 @@ Paths and the ratios printed (goal of issue 4 in brackets):
   host -> 127.0.0.1 published port (DNAT + route_localnet) / host -> the same
       container's address directly (no NAT)                                        [>= 0.80]
   host -> container's address, Flotilla bridge / hand-built bridge                 (the bridge alone)
+  host -> 127.0.0.1 through docker-proxy / direct (Docker's userland proxy; where installed)
 Fairness: both topologies live in the same host namespace, so the same sysctls apply
 (bridge-nf-call-iptables, conntrack), and the script prints the link settings that change
 throughput (MTU, GSO/GRO sizes, queues, qdisc) for both and says where they differ. Rounds
@@ -35,6 +36,8 @@ import ipaddress
 import json
 import os
 import random
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -114,7 +117,13 @@ class Bench:
         time.sleep(0.3)
         cmd = (ns_cmd(client_ns) if client_ns else []) + ["iperf3", "-c", ip, "-p", str(port), "-t", str(self.args.seconds), "-J"]
         out = json.loads(sh(*cmd).stdout)
-        srv.wait(timeout=10)
+        if "sum_received" not in out.get("end", {}):
+            raise SystemExit(f"iperf3 to {ip}:{port} failed: {out.get('error', 'no result')}")
+        try:
+            srv.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # through docker-proxy the server may miss the final close
+            srv.kill()
+            srv.wait()
         return out["end"]["sum_received"]["bits_per_second"] / 1e9
 
     def rr(self, server_ns: str, client_ns: str | None, ip: str, port: int, server_port: int) -> tuple[float, float]:
@@ -135,8 +144,27 @@ class Bench:
         b = self.nm.prepare(f"b{self.tag}", "b")
         ip_b = self.nm.connect(f"b{self.tag}", net.name).ip
         iperf_pub, rr_pub = self.nm.publish(f"b{self.tag}", parse_port_spec("127.0.0.1::5201") + parse_port_spec("127.0.0.1::7000"))
-        return {"a": a, "b": b, "ip_b": ip_b, "iperf_pub": iperf_pub.host_port, "rr_pub": rr_pub.host_port,
-                "bridge": net.bridge, "veth_b": self.nm.endpoints(f"b{self.tag}")[0].host_ifname}
+        out = {"a": a, "b": b, "ip_b": ip_b, "iperf_pub": iperf_pub.host_port, "rr_pub": rr_pub.host_port,
+               "bridge": net.bridge, "veth_b": self.nm.endpoints(f"b{self.tag}")[0].host_ifname}
+        if shutil.which("docker-proxy"):  # Docker's userland proxy, the alternative to DNAT for 127.0.0.1
+            out["proxy_iperf"], out["proxy_rr"] = self.userland_proxy(ip_b, 5201), self.userland_proxy(ip_b, 7000)
+        return out
+
+    def userland_proxy(self, container_ip: str, container_port: int) -> int:
+        """Start docker-proxy on a free 127.0.0.1 port forwarding to the container; its port."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        r, w = os.pipe()  # docker-proxy reports its start on fd 3 (kept open: dup2 before exec)
+        p = subprocess.Popen(["docker-proxy", "-proto", "tcp", "-host-ip", "127.0.0.1", "-host-port", str(port),
+                              "-container-ip", container_ip, "-container-port", str(container_port)],
+                             pass_fds=(3, w), preexec_fn=lambda: os.dup2(w, 3),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        os.close(w)
+        os.read(r, 100)
+        os.close(r)
+        return port
 
     def hand(self) -> dict:
         sub = ipaddress.ip_network(free_subnets(1)[0])
@@ -249,6 +277,8 @@ class Bench:
             "host->container address (flotilla bridge, no NAT)": (f["b"], None, f["ip_b"], 5201, 7000),
             "host->container address (hand-built bridge)": (h["b"], None, h["ip_b"], 5201, 7000),
         }
+        if "proxy_iperf" in f:
+            paths["host->127.0.0.1 via docker-proxy (userland)"] = (f["b"], None, "127.0.0.1", f["proxy_iperf"], f["proxy_rr"])
         ratios = [("bridge: container->container", 0, 1, 0.95), ("published port vs direct access", 2, 3, 0.80),
                   ("bridge: host->container", 3, 4, None)]
         samples: dict[str, dict[str, list]] = {k: {"gbps": [], "p50": [], "p99": []} for k in paths}
@@ -267,6 +297,8 @@ class Bench:
         for name, r in res.items():
             print(f"{name:58} {r['gbps']:8.2f} {r['p50']:11.1f} {r['p99']:11.1f}")
         keys = list(paths)
+        if "proxy_iperf" in f:
+            ratios.append(("userland proxy vs direct access", 5, 3, None))
         for label, i, j, goal in ratios:
             o, b = samples[keys[i]], samples[keys[j]]
             tput = [x / y for x, y in zip(o["gbps"], b["gbps"])]
