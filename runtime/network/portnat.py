@@ -113,9 +113,6 @@ class PortNat:
         self._run(f"add table ip {self.table}\ndelete table ip {self.table}\n")
         self._present = False
 
-    def exists(self) -> bool:
-        return f"table ip {self.table}\n" in self._run("list tables ip") + "\n"
-
     def close(self) -> None:
         if self._nft is not None:
             self._nft.close()
