@@ -271,6 +271,13 @@ class NetworkManager:
         return Endpoint(container_id, net.id, net.name)
 
     def _connect_bridge(self, ctr: _Container, net: NetworkInfo, ip: str, aliases: tuple[str, ...], name: str) -> Endpoint:
+        if net.name == "bridge" and not self._attached(net.id):
+            # The default bridge appears with its first container: check its subnet then, as
+            # create_network checks a user network's (a shadowed host route breaks the host).
+            for other, owner in self._taken_subnets():
+                if ipam.overlaps(net.subnet, other):
+                    raise Conflict(f"default bridge subnet {net.subnet} overlaps {other} of {owner}: "
+                                   "start the agent with another --default-subnet")
         pool = self._pool(net)
         used = self._used_ips(net.id)
         addr = pool.check_static(ip, used, net.name) if ip else pool.allocate(used, net.name, self._last_ip.get(net.id, ""))

@@ -556,6 +556,28 @@ def test_recover_deletes_orphans_of_its_instance_only(env, unique):
                     ipr.link("del", ifname=name)
 
 
+def test_default_bridge_subnet_overlapping_a_host_route_is_refused(tmp_path, unique, upstream):
+    subnet = ipaddress.ip_network(ten())
+    dummy = f"dm{unique}"  # a host interface with that subnet (a veth: no dummy driver here)
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=dummy, kind="veth", peer=f"dp{unique}")
+        idx = ipr.link_lookup(ifname=dummy)[0]
+        ipr.addr("add", index=idx, address=str(subnet.network_address + 9), prefixlen=subnet.prefixlen)
+        ipr.link("set", index=idx, state="up")
+    nm = NetworkManager(tmp_path / "root", instance=unique, default_subnet=str(subnet), dns_upstreams=[upstream])
+    try:
+        nm.prepare(f"c{unique}", "c")
+        with pytest.raises(Conflict, match=f"default bridge subnet {subnet} overlaps {subnet} of interface {dummy}"):
+            nm.connect(f"c{unique}", "bridge")
+        assert nm.endpoints(f"c{unique}") == []
+    finally:
+        nm.release(f"c{unique}")
+        nm.close()
+        with IPRoute() as ipr:
+            ipr.link("del", ifname=dummy)
+    assert leftovers(unique) == []
+
+
 def test_custom_bridge_name(env, unique):
     net = env.nm.create_network(f"cb-{unique}", subnet=ten(), options={"com.docker.network.bridge.name": f"cb{unique}"})
     assert net.bridge == f"cb{unique}"
