@@ -53,6 +53,11 @@ class Firewall:
             "filter": [("FORWARD", f"-j {c('FWD')}", True), ("INPUT", f"-j {c('IN')}", True)],
             "nat": [("POSTROUTING", f"-j {c('POST')}", False)],
         }
+        # Published ports were DNAT rules in this chain before they moved to nftables: an agent
+        # upgraded on a running host deletes it, or its stale DNATs would win over the maps.
+        self.legacy_chain = c("DNAT")
+        self.legacy_jumps = [("PREROUTING", f"-m addrtype --dst-type LOCAL -j {c('DNAT')}"),
+                             ("OUTPUT", f"-m addrtype --dst-type LOCAL -j {c('DNAT')}")]
 
     def render(self, networks: list[FwNetwork]) -> dict[str, list[str]]:
         """The rules of every chain of ours, per table, in iptables-restore syntax."""
@@ -100,6 +105,8 @@ class Firewall:
             for chain, spec, insert in self.jumps[table]:
                 if f"-A {chain} {spec}" not in present[table]:
                     batch.append(f"-I {chain} 1 {spec}" if insert else f"-A {chain} {spec}")
+            if table == "nat":
+                batch += self._legacy(present["nat"])
             batch.append("COMMIT")
         _run(["iptables-restore", "-w", "--noflush"], "\n".join(batch) + "\n")
 
@@ -111,11 +118,19 @@ class Firewall:
             ours = [self.n.chain(s) for s in SUFFIXES[table] if f":{self.n.chain(s)} " in present[table]]
             jumps = [f"-D {chain} {spec}" for chain, spec, _ in self.jumps[table]
                      for _ in range(present[table].count(f"-A {chain} {spec}"))]
-            if not ours and not jumps:
+            legacy = self._legacy(present[table]) if table == "nat" else []
+            if not ours and not jumps and not legacy:
                 continue
-            batch += [f"*{table}"] + jumps + [f"-F {c}" for c in ours] + [f"-X {c}" for c in ours] + ["COMMIT"]
+            batch += [f"*{table}"] + jumps + [f"-F {c}" for c in ours] + [f"-X {c}" for c in ours] + legacy + ["COMMIT"]
         if batch:
             _run(["iptables-restore", "-w", "--noflush"], "\n".join(batch) + "\n")
+
+    def _legacy(self, nat: list[str]) -> list[str]:
+        """iptables-restore lines that delete the old DNAT chain and its jumps, where present."""
+        lines = [f"-D {chain} {spec}" for chain, spec in self.legacy_jumps for _ in range(nat.count(f"-A {chain} {spec}"))]
+        if f":{self.legacy_chain} " in nat:
+            lines += [f"-F {self.legacy_chain}", f"-X {self.legacy_chain}"]
+        return lines
 
     def _save(self) -> dict[str, list[str]]:
         """The filter and nat tables, from one `iptables-save` (each run costs ~10 ms)."""

@@ -578,6 +578,18 @@ def test_default_bridge_subnet_overlapping_a_host_route_is_refused(tmp_path, uni
     assert leftovers(unique) == []
 
 
+def test_recover_deletes_the_dnat_chain_of_an_older_version(env, unique):
+    """Published ports were iptables DNAT rules before: an upgraded agent removes them."""
+    chain = f"FLOTILLA-{unique}-DNAT"
+    jump = f"-m addrtype --dst-type LOCAL -j {chain}"
+    subprocess.run(["iptables-restore", "-w", "--noflush"], check=True, text=True, input=(
+        f"*nat\n:{chain} - [0:0]\n-A {chain} -p tcp -m tcp --dport 1 -j DNAT --to-destination 10.0.0.1:1\n"
+        f"-A PREROUTING {jump}\n-A OUTPUT {jump}\nCOMMIT\n"))
+    env.nm.create_network(f"lg-{unique}", subnet=ten())
+    env.nm.recover(live_ids=[])
+    assert chain not in subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True).stdout
+
+
 def test_custom_bridge_name(env, unique):
     net = env.nm.create_network(f"cb-{unique}", subnet=ten(), options={"com.docker.network.bridge.name": f"cb{unique}"})
     assert net.bridge == f"cb{unique}"
