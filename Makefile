@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := etcd-server docker-registry runc iptables busybox-static skopeo iperf3 hyperfine tmux gcc libc6-dev docker.io
+APT_PACKAGES := etcd-server docker-registry runc iptables libnftables1 busybox-static skopeo iperf3 hyperfine tmux gcc libc6-dev docker.io
 NATIVE_SRC := $(wildcard runtime/native/*.c runtime/native/*.h) runtime/native/build.py
 NATIVE_OUT := runtime/native/flotilla-shim runtime/native/.built
 FLOTILLA_ROOT ?= /var/lib/flotilla

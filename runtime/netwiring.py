@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 from pathlib import Path
 from typing import Any
 
 from .errors import Conflict, InvalidArgument, NotFound
 from .network import NetworkInfo, NetworkManager, PortMapping, parse_port_spec
+from .network import files as netfiles
 from .spec import ContainerSpec
 
 DEFAULT_CGROUP_PARENT = "flotilla"
@@ -39,6 +41,14 @@ def configured(record: dict[str, Any]) -> list[dict[str, Any]]:
     spec = record["spec"]
     return record.setdefault("networks", [{"network": spec.get("network_mode") or "none", "ip": spec.get("ip", ""),
                                            "aliases": list(spec.get("network_aliases", []))}])
+
+
+def _generated_hosts(record: dict[str, Any], bundle: Path | None) -> Path | None:
+    """The container's /etc/hosts in its bundle, unless the user mounted their own there."""
+    if bundle is None or any(os.path.normpath(m["destination"]) == "/etc/hosts" for m in record.get("mounts", [])):
+        return None
+    path = bundle / "hosts"
+    return path if path.exists() else None
 
 
 def _user_network(net: NetworkInfo) -> bool:
@@ -121,8 +131,10 @@ class NetWiring:
         self.nm.close()
 
     # ------------------------------------------------------------------ connect / disconnect
-    def connect(self, record: dict[str, Any], running: bool, network: str, ip: str, aliases: list[str]) -> None:
-        """`network connect`: add to the configured networks; wire at once when running."""
+    def connect(self, record: dict[str, Any], running: bool, network: str, ip: str, aliases: list[str],
+                bundle: Path | None = None) -> None:
+        """`network connect`: add to the configured networks; wire at once when running, and then
+        add the new address to the container's generated /etc/hosts (in `bundle`) as Docker does."""
         net = self.nm.network(network)
         current = [self.nm.network(n["network"]) for n in configured(record)]
         if any(c.id == net.id for c in current):
@@ -135,11 +147,15 @@ class NetWiring:
         if aliases and not _user_network(net):
             raise InvalidArgument("network-scoped aliases are supported only for containers in user defined networks")
         if running:
-            self.nm.connect(record["id"], net.name, ip=ip, aliases=aliases, name=record["name"])
+            ep = self.nm.connect(record["id"], net.name, ip=ip, aliases=aliases, name=record["name"])
+            hosts = _generated_hosts(record, bundle)
+            if hosts is not None:
+                netfiles.hosts_add(hosts, ep.ip, record["process"]["hostname"])
         record["networks"].append({"network": net.name, "ip": ip, "aliases": list(aliases)})
 
-    def disconnect(self, record: dict[str, Any], running: bool, network: str) -> None:
-        """`network disconnect`: drop from the configured networks; unwire when running."""
+    def disconnect(self, record: dict[str, Any], running: bool, network: str, bundle: Path | None = None) -> None:
+        """`network disconnect`: drop from the configured networks; unwire when running, and then
+        take the address out of the container's generated /etc/hosts."""
         net = self.nm.network(network)
         kept = [n for n in configured(record) if self.nm.network(n["network"]).id != net.id]
         if len(kept) == len(record["networks"]):
@@ -147,7 +163,11 @@ class NetWiring:
         if net.driver != "bridge":
             raise Conflict(f"container {record['name']} cannot be disconnected from network {net.name}: remove it instead")
         if running:
+            gone = [e.ip for e in self.nm.endpoints(record["id"]) if e.network_id == net.id and e.ip]
             self.nm.disconnect(record["id"], net.name)
+            hosts = _generated_hosts(record, bundle)
+            for ip in gone if hosts is not None else []:
+                netfiles.hosts_remove(hosts, ip)
         record["networks"] = kept
 
     # ------------------------------------------------------------------ inspect

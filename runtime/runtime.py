@@ -850,14 +850,15 @@ class Runtime:
         with self._lock:
             cid = self._find(ref)
             record = self._store.records[cid]
-            self.net.connect(record, self._status(cid) in ("running", "paused"), network, ip, list(aliases or []))
+            self.net.connect(record, self._status(cid) in ("running", "paused"), network, ip, list(aliases or []),
+                             self._store.bundle(cid))
             self._store.save(record)
 
     def network_disconnect(self, network: str, ref: str) -> None:
         with self._lock:
             cid = self._find(ref)
             record = self._store.records[cid]
-            self.net.disconnect(record, self._status(cid) in ("running", "paused"), network)
+            self.net.disconnect(record, self._status(cid) in ("running", "paused"), network, self._store.bundle(cid))
             self._store.save(record)
 
     def network_users(self, network: str) -> list[str]:

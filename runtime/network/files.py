@@ -4,6 +4,7 @@ The runtime bind-mounts (or copies) these into the container; this module only r
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _HOSTS_HEADER = (
@@ -16,9 +17,45 @@ _HOSTS_HEADER = (
 )
 
 
-def hosts(hostname: str, ip: str) -> str:
-    """Docker's /etc/hosts: localhost lines, then the container's own address and name."""
-    return _HOSTS_HEADER + (f"{ip}\t{hostname}\n" if ip else "")
+def hosts(hostname: str, *ips: str) -> str:
+    """Docker's /etc/hosts: localhost lines, then the container's name at each of its addresses
+    (one per network it is connected to, in connection order)."""
+    return _HOSTS_HEADER + "".join(f"{ip}\t{hostname}\n" for ip in ips if ip)
+
+
+def hosts_add(path: Path, ip: str, hostname: str) -> None:
+    """`network connect` of a running container: append its new address, as Docker does.
+
+    The file is bind-mounted into the container, so it is changed in place (a rename would
+    leave the container on the old inode). One O_APPEND write: a reader sees the file without
+    the line or with all of it; lines the container added itself stay.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    try:
+        os.write(fd, f"{ip}\t{hostname}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def hosts_remove(path: Path, ip: str) -> None:
+    """`network disconnect` of a running container: drop the lines of an address it no longer has.
+
+    In place, as for hosts_add, and atomic for every reader: each such line is commented out
+    by overwriting its first byte with '#' (a one-byte write cannot tear; a rewrite of the file
+    could be read half done, and truncating first would show an empty file). The line stays
+    as a comment until the next start writes the file afresh. Docker's rule for which lines go:
+    those that start with the address and a tab.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        data = os.pread(fd, os.fstat(fd).st_size, 0)
+        offset = 0
+        for line in data.splitlines(keepends=True):
+            if line.startswith(f"{ip}\t".encode()):
+                os.pwrite(fd, b"#", offset)
+            offset += len(line)
+    finally:
+        os.close(fd)
 
 
 def hostname(name: str) -> str:

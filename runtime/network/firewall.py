@@ -11,6 +11,9 @@ built-in chain. A sync renders the complete desired content of those chains from
 state and loads it with `iptables-restore --noflush` (declaring a chain flushes it, so a sync is
 idempotent and heals any drift after a crash); when the instance has no network left, the jumps
 and chains are deleted, so nothing of the instance remains.
+
+These rules depend on the networks only, so a sync runs when a network appears or goes, never
+per container. Published ports (per container) are DNAT elements in nftables (portnat.py).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from .errors import NetworkError
 from .names import Names
 
-SUFFIXES = {"filter": ("FWD", "ISO1", "ISO2", "IN"), "nat": ("DNAT", "POST")}
+SUFFIXES = {"filter": ("FWD", "ISO1", "ISO2", "IN"), "nat": ("POST",)}
 
 
 @dataclass(frozen=True)
@@ -30,14 +33,6 @@ class FwNetwork:
     internal: bool
     masquerade: bool
 
-
-@dataclass(frozen=True)
-class FwPort:
-    host_ip: str
-    host_port: int
-    proto: str
-    container_ip: str
-    container_port: int
 
 
 def _run(args: list[str], stdin: str = "") -> str:
@@ -56,17 +51,18 @@ class Firewall:
         c = names.chain
         self.jumps = {
             "filter": [("FORWARD", f"-j {c('FWD')}", True), ("INPUT", f"-j {c('IN')}", True)],
-            "nat": [
-                ("PREROUTING", f"-m addrtype --dst-type LOCAL -j {c('DNAT')}", False),
-                ("OUTPUT", f"-m addrtype --dst-type LOCAL -j {c('DNAT')}", False),
-                ("POSTROUTING", f"-j {c('POST')}", False),
-            ],
+            "nat": [("POSTROUTING", f"-j {c('POST')}", False)],
         }
+        # Published ports were DNAT rules in this chain before they moved to nftables: an agent
+        # upgraded on a running host deletes it, or its stale DNATs would win over the maps.
+        self.legacy_chain = c("DNAT")
+        self.legacy_jumps = [("PREROUTING", f"-m addrtype --dst-type LOCAL -j {c('DNAT')}"),
+                             ("OUTPUT", f"-m addrtype --dst-type LOCAL -j {c('DNAT')}")]
 
-    def render(self, networks: list[FwNetwork], ports: list[FwPort]) -> dict[str, list[str]]:
+    def render(self, networks: list[FwNetwork]) -> dict[str, list[str]]:
         """The rules of every chain of ours, per table, in iptables-restore syntax."""
         c = self.n.chain
-        fwd, iso1, iso2, dnat, post, inp = c("FWD"), c("ISO1"), c("ISO2"), c("DNAT"), c("POST"), c("IN")
+        fwd, iso1, iso2, post, inp = c("FWD"), c("ISO1"), c("ISO2"), c("POST"), c("IN")
         filt = [f"-A {fwd} -j {iso1}"]
         nat: list[str] = []
         for net in networks:
@@ -92,18 +88,14 @@ class Firewall:
             nat.append(f"-A {post} -o {br} -m addrtype --src-type LOCAL -j MASQUERADE")
             # Hairpin: a container reaching a published port of its own bridge through the host.
             nat.append(f"-A {post} -s {net.subnet} -o {br} -m conntrack --ctstate DNAT -j MASQUERADE")
-        for p in ports:
-            dst = f"-d {p.host_ip}/32 " if p.host_ip else ""
-            nat.append(f"-A {dnat} {dst}-p {p.proto} -m {p.proto} --dport {p.host_port} "
-                       f"-j DNAT --to-destination {p.container_ip}:{p.container_port}")
         return {"filter": filt, "nat": nat}
 
-    def sync(self, networks: list[FwNetwork], ports: list[FwPort]) -> None:
+    def sync(self, networks: list[FwNetwork]) -> None:
         """Make our chains exactly what the state says; remove everything when no network is left."""
         if not networks:
             self.teardown()
             return
-        rules = self.render(networks, ports)
+        rules = self.render(networks)
         present = self._save()
         batch: list[str] = []
         for table in ("filter", "nat"):
@@ -113,6 +105,8 @@ class Firewall:
             for chain, spec, insert in self.jumps[table]:
                 if f"-A {chain} {spec}" not in present[table]:
                     batch.append(f"-I {chain} 1 {spec}" if insert else f"-A {chain} {spec}")
+            if table == "nat":
+                batch += self._legacy(present["nat"])
             batch.append("COMMIT")
         _run(["iptables-restore", "-w", "--noflush"], "\n".join(batch) + "\n")
 
@@ -124,18 +118,31 @@ class Firewall:
             ours = [self.n.chain(s) for s in SUFFIXES[table] if f":{self.n.chain(s)} " in present[table]]
             jumps = [f"-D {chain} {spec}" for chain, spec, _ in self.jumps[table]
                      for _ in range(present[table].count(f"-A {chain} {spec}"))]
-            if not ours and not jumps:
+            legacy = self._legacy(present[table]) if table == "nat" else []
+            if not ours and not jumps and not legacy:
                 continue
-            batch += [f"*{table}"] + jumps + [f"-F {c}" for c in ours] + [f"-X {c}" for c in ours] + ["COMMIT"]
+            batch += [f"*{table}"] + jumps + [f"-F {c}" for c in ours] + [f"-X {c}" for c in ours] + legacy + ["COMMIT"]
         if batch:
             _run(["iptables-restore", "-w", "--noflush"], "\n".join(batch) + "\n")
 
+    def _legacy(self, nat: list[str]) -> list[str]:
+        """iptables-restore lines that delete the old DNAT chain and its jumps, where present."""
+        lines = [f"-D {chain} {spec}" for chain, spec in self.legacy_jumps for _ in range(nat.count(f"-A {chain} {spec}"))]
+        if f":{self.legacy_chain} " in nat:
+            lines += [f"-F {self.legacy_chain}", f"-X {self.legacy_chain}"]
+        return lines
+
     def _save(self) -> dict[str, list[str]]:
-        out = {}
-        for table in ("filter", "nat"):
-            out[table] = [line.strip() for line in _run(["iptables-save", "-t", table]).splitlines()]
-            # ":CHAIN - [0:0]" lines keep their trailing policy part; compare by prefix.
-            out[table] = [line if not line.startswith(":") else line.split(" ")[0] + " " for line in out[table]]
+        """The filter and nat tables, from one `iptables-save` (each run costs ~10 ms)."""
+        out: dict[str, list[str]] = {"filter": [], "nat": []}
+        table = ""
+        for line in _run(["iptables-save"]).splitlines():
+            line = line.strip()
+            if line.startswith("*"):
+                table = line[1:]
+            elif table in out:
+                # ":CHAIN - [0:0]" lines keep their trailing policy part; compare by prefix.
+                out[table].append(line if not line.startswith(":") else line.split(" ")[0] + " ")
         return out
 
     def leftovers(self) -> list[str]:

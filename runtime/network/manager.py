@@ -31,9 +31,10 @@ from . import bridge as br
 from . import files, ipam, netlink
 from .dns import DnsServer, read_upstreams
 from .errors import Conflict, InvalidArgument, NetworkError, NotFound, RuntimeFault
-from .firewall import Firewall, FwNetwork, FwPort
+from .firewall import Firewall, FwNetwork
 from .models import Endpoint, NetworkInfo, PortMapping
 from .names import Names, check_container_id
+from .portnat import NatPort, PortNat
 from .ports import reserve
 from .state import RecordStore
 
@@ -86,6 +87,7 @@ class NetworkManager:
         self._containers = {k: _Container.from_dict(v) for k, v in self._ctr_store.load_all().items()}
         self._ensure_builtins()
         self._fw = Firewall(self.names)
+        self._nat = PortNat(self.names)
         self._links: br.Links | None = None
         self._rtnl: netlink.Rtnl | None = None
         self._port_socks: dict[str, list[socket.socket]] = {}
@@ -269,6 +271,13 @@ class NetworkManager:
         return Endpoint(container_id, net.id, net.name)
 
     def _connect_bridge(self, ctr: _Container, net: NetworkInfo, ip: str, aliases: tuple[str, ...], name: str) -> Endpoint:
+        if net.name == "bridge" and not self._attached(net.id):
+            # The default bridge appears with its first container: check its subnet then, as
+            # create_network checks a user network's (a shadowed host route breaks the host).
+            for other, owner in self._taken_subnets():
+                if ipam.overlaps(net.subnet, other):
+                    raise Conflict(f"default bridge subnet {net.subnet} overlaps {other} of {owner}: "
+                                   "start the agent with another --default-subnet")
         pool = self._pool(net)
         used = self._used_ips(net.id)
         addr = pool.check_static(ip, used, net.name) if ip else pool.allocate(used, net.name, self._last_ip.get(net.id, ""))
@@ -358,8 +367,10 @@ class NetworkManager:
             emptied = net.name == "bridge" and not self._attached(net.id)
             if emptied:
                 self._dematerialize(net)
-            if had_ports or emptied:
+            if emptied:
                 self._sync_firewall()
+            if had_ports:
+                self._nat.sync(self._nat_ports())
             self._rebuild_dns_view()
 
     def publish(self, container_id: str, ports: list[PortMapping]) -> list[PortMapping]:
@@ -378,7 +389,7 @@ class NetworkManager:
                 ctr.ports = before + [m for _, m in taken]
                 self._ctr_store.write(container_id, ctr.to_dict())
                 try:
-                    self._sync_firewall()
+                    self._nat.add(self._nat_ports(ctr, ctr.ports[len(before):]), self._nat_ports())
                 except BaseException:
                     ctr.ports = before
                     self._ctr_store.write(container_id, ctr.to_dict())
@@ -396,6 +407,9 @@ class NetworkManager:
             ctr = self._containers.get(container_id)
             if ctr is None:
                 return
+            if ctr.ports:
+                rest = [p for c in self._containers.values() if c.id != container_id for p in self._nat_ports(c)]
+                self._nat.remove(self._nat_ports(ctr), rest)
             self._close_ports(container_id)
             for ep in ctr.endpoints:
                 self._host_links().delete(ep.host_ifname)
@@ -408,7 +422,6 @@ class NetworkManager:
             emptied = any(e.network_id == default.id for e in ctr.endpoints) and not self._attached(default.id)
             if emptied:
                 self._dematerialize(default)
-            if ctr.ports or emptied:
                 self._sync_firewall()
             self._rebuild_dns_view()
 
@@ -450,7 +463,7 @@ class NetworkManager:
                 resolv = files.resolv_conf_default(host_resolv, first.gateway)
             else:
                 resolv = files.resolv_conf_internal(first.gateway, host_resolv)
-            return {"/etc/resolv.conf": resolv, "/etc/hosts": files.hosts(ctr.hostname, first.ip if first else ""),
+            return {"/etc/resolv.conf": resolv, "/etc/hosts": files.hosts(ctr.hostname, *(e.ip for e in ctr.endpoints)),
                     "/etc/hostname": files.hostname(ctr.hostname)}
 
     # ------------------------------------------------------------------ recovery
@@ -499,6 +512,7 @@ class NetworkManager:
                             log.warning("published port %s of %s could not be reserved again: %s", p, cid, e)
                     self._port_socks[cid] = socks
             self._sync_firewall()
+            self._nat.sync(self._nat_ports())
             self._rebuild_dns_view()
 
     def close(self) -> None:
@@ -513,6 +527,7 @@ class NetworkManager:
             if self._rtnl is not None:
                 self._rtnl.close()
                 self._rtnl = None
+            self._nat.close()
 
     # ------------------------------------------------------------------ internals
 
@@ -560,10 +575,15 @@ class NetworkManager:
         self._host_links().delete_bridge(net.bridge)
 
     def _sync_firewall(self) -> None:
+        """The iptables rules of the networks (not per container: published ports are in _nat)."""
         nets = [FwNetwork(n.bridge, n.subnet, n.internal, n.masquerade) for n in self._networks.values() if self._needs_bridge(n)]
-        ports = [FwPort(p.host_ip, p.host_port, p.proto, c.endpoints[0].ip, p.container_port)
-                 for c in self._containers.values() if c.endpoints for p in c.ports]
-        self._fw.sync(nets, ports)
+        self._fw.sync(nets)
+
+    def _nat_ports(self, only: _Container | None = None, ports: list[PortMapping] | None = None) -> list[NatPort]:
+        """DNATs of one container (`only`, optionally just `ports` of it) or of every container."""
+        ctrs = [only] if only is not None else list(self._containers.values())
+        return [NatPort(p.host_ip, p.host_port, p.proto, c.endpoints[0].ip, p.container_port)
+                for c in ctrs if c.endpoints for p in (ports if ports is not None else c.ports)]
 
     def _sync_firewall_quietly(self) -> None:
         """During a rollback: the original error matters more than a second one."""

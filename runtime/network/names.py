@@ -46,6 +46,7 @@ class Names:
         if len(self.default_bridge) > IFNAMSIZ:
             raise InvalidArgument(f"bridge name {self.default_bridge!r} is longer than {IFNAMSIZ} characters")
         self.chain_prefix = f"FLOTILLA-{instance}-" if instance else "FLOTILLA-"
+        self.nft_table = f"flotilla_{instance}" if instance else "flotilla"  # published ports (portnat.py)
         self.netns_dir = _NETNS_ROOT / (f"netns-{instance}" if instance else "netns")
         self._bridge_re = re.compile(rf"^{re.escape(self.bridge_prefix)}[0-9a-f]+$")
         self._veth_re = re.compile(rf"^{re.escape(self.veth_prefix)}[0-9a-f]+$")

@@ -47,14 +47,17 @@ def free_subnet(prefixlen: int = 24, within: str = "10.128.0.0/9") -> str:
 
 
 def ours(agent) -> dict[str, list[str]]:
-    """Links, namespaces and iptables lines of the agent's network instance now on the host."""
+    """Links, namespaces, iptables lines and nftables table of the agent's network instance now on the host."""
     inst = instance_for(agent.cgroup_parent)
     links = [name for _, name in socket.if_nameindex() if name.startswith((f"fl{inst}-", f"fv{inst}-"))]
     netns_dir = f"/run/flotilla/netns-{inst}"
     namespaces = subprocess.run(["ls", netns_dir], capture_output=True, text=True).stdout.split()
     rules = [line for line in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout.splitlines()
              if f"FLOTILLA-{inst}-" in line]
-    return {"links": links, "netns": namespaces, "iptables": rules}
+    table = f"flotilla_{inst}" if inst else "flotilla"  # published ports' DNAT table
+    tables = [line for line in subprocess.run(["nft", "list", "tables", "ip"], capture_output=True, text=True).stdout.splitlines()
+              if line.split()[-1:] == [table]]
+    return {"links": links, "netns": namespaces, "iptables": rules, "nft": tables}
 
 
 @pytest.fixture
@@ -70,7 +73,7 @@ def net(ctl, agent, unique):
     agent.cleanup()  # containers first, then the user networks
     assert not [n for n in made if f" {n} " in ctl("network", "ls").stdout]
     left = ours(agent)
-    assert left == {"links": [], "netns": [], "iptables": []}, left
+    assert left == {"links": [], "netns": [], "iptables": [], "nft": []}, left
 
 
 class Outside:

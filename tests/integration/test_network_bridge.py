@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -101,8 +102,15 @@ def leftovers(instance: str) -> list[str]:
         found.append(f"dir {names.netns_dir}")
     save = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True).stdout
     found += [f"iptables {line}" for line in save.splitlines() if names.chain_prefix in line]
+    tables = subprocess.run(["nft", "list", "tables", "ip"], capture_output=True, text=True, check=True).stdout
+    found += [f"nft {line}" for line in tables.splitlines() if line.split()[-1:] == [names.nft_table]]
     found += [f"mount {line}" for line in open("/proc/self/mountinfo") if str(names.netns_dir) in line]
     return found
+
+
+def nft_table(name: str) -> str:
+    """The listing of an nftables table, "" when it does not exist."""
+    return subprocess.run(["nft", "list", "table", "ip", name], capture_output=True, text=True).stdout
 
 
 class Env:
@@ -306,9 +314,10 @@ def test_published_port_from_host_localhost_other_machine_and_hairpin(env, uniqu
     with pytest.raises(Conflict, match="already allocated"):
         env.nm.publish(f"c{unique}", [m])
     assert env.nm.ports(f"w{unique}") == [m]
+    table = Names(unique).nft_table
+    assert f"{m.host_port} : {ip} . 80" in nft_table(table)
     env.nm.release(f"w{unique}")
-    save = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
-    assert f"--dport {m.host_port} " not in save
+    assert f"{m.host_port} : " not in nft_table(table)
     with socket.socket() as s:  # released: the port is free again
         s.bind(("0.0.0.0", m.host_port))
 
@@ -473,6 +482,58 @@ def test_recover_after_kill_9_in_the_middle_of_connect(env, unique, tmp_path):
     assert in_ns(str(nm.names.netns_path(f"live{unique}")), BUSYBOX, "ping", "-c", "1", "-W", "2", net.gateway).returncode == 0
 
 
+def nat_elements(table: str) -> list[tuple[int, str, int]]:
+    """(host port, container ip, container port) of every DNAT element in the table."""
+    return sorted((int(h), ip, int(c)) for h, ip, c in re.findall(r"(\d+) : (\d+\.\d+\.\d+\.\d+) \. (\d+)", nft_table(table)))
+
+
+@pytest.mark.parametrize("point", ["publish", "release"])
+def test_recover_after_kill_9_while_publishing_or_releasing_ports(env, unique, point):
+    """kill -9 between the record and the DNAT element (publish) or between the element and the
+    record (release): after recover the table holds exactly the live containers' ports, once."""
+    net = env.nm.create_network(f"kp-{unique}", subnet=ten())
+    env.nm.close()
+    kill = {"publish": "portnat.PortNat.add = die",
+            "release": "netlink.delete_netns = die"}[point]
+    script = textwrap.dedent(f"""
+        import os, signal
+        from flotilla.runtime.network import NetworkManager, netlink, parse_port_spec, portnat
+        def die(*a, **k):
+            os.kill(os.getpid(), signal.SIGKILL)
+        nm = NetworkManager({str(env.root)!r}, instance={unique!r}, default_subnet={env.default_subnet!r}, dns_upstreams=[])
+        for c in ("a", "b"):
+            nm.prepare(c + {unique!r}, c)
+            nm.connect(c + {unique!r}, {net.name!r})
+        nm.publish("a{unique}", parse_port_spec("127.0.0.1::80") + parse_port_spec("0:81/udp"))
+        if {point!r} == "release":
+            nm.publish("b{unique}", parse_port_spec("0:80"))
+        {kill}
+        if {point!r} == "publish":
+            nm.publish("b{unique}", parse_port_spec("0:80"))
+        else:
+            nm.release("b{unique}")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    table = Names(unique).nft_table
+    nm = env.open()
+    env.nm = nm
+    live = [f"a{unique}", f"b{unique}"] if point == "publish" else [f"a{unique}"]
+    nm.recover(live_ids=live)
+    nm.recover(live_ids=live)  # a second agent restart changes nothing
+    want = sorted((m.host_port, nm.endpoints(cid)[0].ip, m.container_port) for cid in live for m in nm.ports(cid))
+    assert len(want) == (3 if point == "publish" else 2)
+    assert nat_elements(table) == want
+    # the port answers through the rebuilt table
+    (tcp,) = [m for m in nm.ports(f"a{unique}") if m.proto == "tcp"]
+    env.serve(str(nm.names.netns_path(f"a{unique}")), 80, "after-crash")
+    wait_listening(nm.endpoints(f"a{unique}")[0].ip, 80)
+    assert fetch("127.0.0.1", tcp.host_port).strip() == "after-crash"
+    for cid in live:
+        nm.release(cid)
+    assert nat_elements(table) == [] and nft_table(table) == ""
+
+
 def test_recover_deletes_orphans_of_its_instance_only(env, unique):
     env.nm.create_network(f"o-{unique}", subnet=ten())
     orphan = env.nm.names.new_veth()
@@ -493,6 +554,40 @@ def test_recover_deletes_orphans_of_its_instance_only(env, unique):
             for name in (orphan, foreign):
                 if ipr.link_lookup(ifname=name):
                     ipr.link("del", ifname=name)
+
+
+def test_default_bridge_subnet_overlapping_a_host_route_is_refused(tmp_path, unique, upstream):
+    subnet = ipaddress.ip_network(ten())
+    dummy = f"dm{unique}"  # a host interface with that subnet (a veth: no dummy driver here)
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=dummy, kind="veth", peer=f"dp{unique}")
+        idx = ipr.link_lookup(ifname=dummy)[0]
+        ipr.addr("add", index=idx, address=str(subnet.network_address + 9), prefixlen=subnet.prefixlen)
+        ipr.link("set", index=idx, state="up")
+    nm = NetworkManager(tmp_path / "root", instance=unique, default_subnet=str(subnet), dns_upstreams=[upstream])
+    try:
+        nm.prepare(f"c{unique}", "c")
+        with pytest.raises(Conflict, match=f"default bridge subnet {subnet} overlaps {subnet} of interface {dummy}"):
+            nm.connect(f"c{unique}", "bridge")
+        assert nm.endpoints(f"c{unique}") == []
+    finally:
+        nm.release(f"c{unique}")
+        nm.close()
+        with IPRoute() as ipr:
+            ipr.link("del", ifname=dummy)
+    assert leftovers(unique) == []
+
+
+def test_recover_deletes_the_dnat_chain_of_an_older_version(env, unique):
+    """Published ports were iptables DNAT rules before: an upgraded agent removes them."""
+    chain = f"FLOTILLA-{unique}-DNAT"
+    jump = f"-m addrtype --dst-type LOCAL -j {chain}"
+    subprocess.run(["iptables-restore", "-w", "--noflush"], check=True, text=True, input=(
+        f"*nat\n:{chain} - [0:0]\n-A {chain} -p tcp -m tcp --dport 1 -j DNAT --to-destination 10.0.0.1:1\n"
+        f"-A PREROUTING {jump}\n-A OUTPUT {jump}\nCOMMIT\n"))
+    env.nm.create_network(f"lg-{unique}", subnet=ten())
+    env.nm.recover(live_ids=[])
+    assert chain not in subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True).stdout
 
 
 def test_custom_bridge_name(env, unique):

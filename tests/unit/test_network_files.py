@@ -3,7 +3,8 @@
 import pytest
 
 from flotilla.runtime.network import InvalidArgument, files
-from flotilla.runtime.network.firewall import Firewall, FwNetwork, FwPort
+from flotilla.runtime.network.firewall import Firewall, FwNetwork
+from flotilla.runtime.network.portnat import NatPort, PortNat
 from flotilla.runtime.network.names import IFNAMSIZ, Names
 from flotilla.runtime.network.state import COMPACT_AFTER, RecordStore
 
@@ -49,18 +50,31 @@ def test_names_fit_ifnamsiz_and_never_match_another_instance():
 def test_firewall_rules_for_a_normal_and_an_internal_network():
     fw = Firewall(Names("t1"))
     rules = fw.render([FwNetwork("flt1-aaaa", "198.51.100.0/24", False, True),
-                       FwNetwork("flt1-bbbb", "203.0.113.0/24", True, True)],
-                      [FwPort("127.0.0.1", 8080, "tcp", "198.51.100.2", 80)])
+                       FwNetwork("flt1-bbbb", "203.0.113.0/24", True, True)])
     nat = "\n".join(rules["nat"])
     filt = "\n".join(rules["filter"])
     assert "-A FLOTILLA-t1-POST -s 198.51.100.0/24 ! -o flt1-aaaa -j MASQUERADE" in nat
     assert "203.0.113.0/24 ! -o flt1-bbbb -j MASQUERADE" not in nat  # internal: no way out
-    assert ("-A FLOTILLA-t1-DNAT -d 127.0.0.1/32 -p tcp -m tcp --dport 8080 "
-            "-j DNAT --to-destination 198.51.100.2:80") in nat
+    assert "DNAT --to" not in nat  # published ports live in the nftables table (portnat.py)
     assert "-A FLOTILLA-t1-ISO1 -i flt1-aaaa ! -o flt1-aaaa -m conntrack ! --ctstate DNAT -j FLOTILLA-t1-ISO2" in filt
     assert "-A FLOTILLA-t1-ISO2 -o flt1-bbbb -j DROP" in filt
     assert "-A FLOTILLA-t1-FWD -i flt1-bbbb ! -o flt1-bbbb -j DROP" in filt
     assert "-A FLOTILLA-t1-IN -i flt1-aaaa -d 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED -j DROP" in filt
+
+
+def test_published_ports_render_as_map_elements_per_protocol_and_address():
+    nat = PortNat(Names("t1"))
+    text = nat.render([NatPort("127.0.0.1", 8080, "tcp", "198.51.100.2", 80),
+                       NatPort("", 8081, "tcp", "198.51.100.2", 81),
+                       NatPort("0.0.0.0", 5353, "udp", "198.51.100.3", 53)])
+    assert text.startswith("table ip flotilla_t1 {")
+    assert "map tcp_ip { type ipv4_addr . inet_service : ipv4_addr . inet_service ; elements = { 127.0.0.1 . 8080 : 198.51.100.2 . 80 } ; }" in text
+    assert "map tcp_any { type inet_service : ipv4_addr . inet_service ; elements = { 8081 : 198.51.100.2 . 81 } ; }" in text
+    # 0.0.0.0 means every address of the host, as no address at all
+    assert "elements = { 5353 : 198.51.100.3 . 53 }" in text.split("map udp_any")[1].splitlines()[0]
+    assert "map udp_ip { type ipv4_addr . inet_service : ipv4_addr . inet_service ; }" in text
+    assert "fib daddr type local jump ports" in text
+    assert Names("").nft_table == "flotilla"
 
 
 def test_journal_store_keeps_the_last_whole_record(tmp_path):
