@@ -24,7 +24,6 @@ Usage:
 """
 from __future__ import annotations
 
-import ctypes
 import http.client
 import json
 import os
@@ -36,6 +35,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from flotilla.runtime.children import dying_with_parent
+
 # Sysctls Docker's overlay driver writes on the host even with the flags below (seen by diffing
 # `sysctl -a`). Only these are put back: forwarding and bridge-netfilter switches are left to
 # the tests running next to the benchmark, which set them too.
@@ -46,12 +47,6 @@ WATCHED_SYSCTLS = (
 # Paths dockerd or its containerd create outside the roots they are given.
 WATCHED_PATHS = ("/etc/docker/key.json", "/etc/docker", "/run/docker", "/run/containerd", "/var/lib/docker",
                  "/var/lib/containerd", "/var/run/docker.sock")
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: dockerd dies with the benchmark, even on kill -9."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 DOCKER_LINKS = ("docker_gwbridge", "docker0")
@@ -212,14 +207,14 @@ class PrivateDockerd(DockerEngine):
             d.mkdir(parents=True, exist_ok=True)
         (self.dir / "daemon.json").write_text("{}")  # never the host's /etc/docker/daemon.json
         with open(self.dir / "dockerd.log", "ab") as log:
-            self.proc = subprocess.Popen(
+            self.proc = subprocess.Popen(dying_with_parent(  # dockerd dies with the benchmark, even on kill -9
                 ["dockerd", "--config-file", str(self.dir / "daemon.json"), "--data-root", str(self.data_root),
                  "--exec-root", str(self.exec_root), "--pidfile", str(self.dir / "dockerd.pid"),
                  "-H", f"unix://{self.sock}", "--iptables=false", "--ip6tables=false", "--bridge=none",
                  "--ip-forward=false", "--ip-masq=false", "--userland-proxy=false",
                  "--cgroup-parent", self.cgroup_parent, "--containerd-namespace", self.namespace,
-                 "--containerd-plugins-namespace", f"{self.namespace}-plugins"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent)
+                 "--containerd-plugins-namespace", f"{self.namespace}-plugins"]),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + 60
         while self.docker("info", check=False).returncode != 0:
             if self.proc.poll() is not None or time.monotonic() > deadline:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import os
 import re
 import shutil
@@ -32,6 +31,7 @@ import grpc
 from flotilla.proto import control_pb2 as cpb
 from flotilla.proto import control_pb2_grpc as cgrpc
 from flotilla.proto import objects_pb2 as pb
+from flotilla.runtime.children import dying_with_parent
 
 VENV_BIN = Path(sys.executable).parent
 REFERENCES = """\
@@ -52,11 +52,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """In the child: be killed when the benchmark dies, however it dies (PR_SET_PDEATHSIG)."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-
-
 class Processes:
     """Child processes started by the benchmark, stopped (and reaped) at the end."""
 
@@ -66,8 +61,9 @@ class Processes:
 
     def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.logdir / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                                preexec_fn=_die_with_parent)
+        # dying_with_parent: killed when the benchmark dies, however it dies
+        proc = subprocess.Popen(dying_with_parent(argv), stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)
         log.close()
         self.procs.append(proc)
         return proc

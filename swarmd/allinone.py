@@ -14,7 +14,6 @@ kept in `<root>/etcd/ports.json`, so a restart finds the member where it was.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import os
@@ -26,10 +25,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..runtime.children import dying_with_parent
 from .agent_cmd import add_cluster_flags
 
 log = logging.getLogger("flotilla.allinone")
-PR_SET_PDEATHSIG = 1
 START_TIMEOUT = 30.0
 STOP_GRACE = 15.0
 
@@ -72,11 +71,6 @@ def port_free(port: int) -> bool:
     return True
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when all-in-one dies, however it dies."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 class Part:
     """One child process with its log file under the root."""
 
@@ -84,8 +78,9 @@ class Part:
         self.name = name
         self.logfile = logfile
         with open(logfile, "ab") as out:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         preexec_fn=_die_with_parent)
+            # SIGTERM when all-in-one dies, however it dies
+            self.proc = subprocess.Popen(dying_with_parent(argv, "TERM"), stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT)
         log.info("%s started (pid %d), log %s", name, self.proc.pid, logfile)
 
     def alive(self) -> bool:

@@ -15,7 +15,6 @@ processes whose command line names the dir, and mounts below it.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
 import signal
@@ -26,18 +25,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from flotilla.runtime.children import dying_with_parent
+
 HOST_PATHS = ("/etc/docker/key.json", "/run/docker", "/run/containerd", "/var/lib/docker", "/var/lib/containerd")
-PR_SET_PDEATHSIG = 1
 
 
 def dockerd_available() -> bool:
     """Both the engine and the client are installed (Debian's docker.io has both)."""
     return shutil.which("dockerd") is not None and shutil.which("docker") is not None
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the engine dies with the test process, even on kill -9."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _children(pid: int) -> list[int]:
@@ -101,13 +96,13 @@ def private_dockerd(suffix: str, timeout: float = 60.0) -> Iterator[DockerEngine
     (root / "cli").mkdir()
     (root / "daemon.json").write_text("{}")  # never the host's /etc/docker/daemon.json
     log = open(root / "dockerd.log", "wb")
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(dying_with_parent(  # the engine dies with the test process, even on kill -9
         ["dockerd", "--config-file", str(root / "daemon.json"), "--data-root", str(root / "data"),
          "--exec-root", str(root / "exec"), "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{root / 'docker.sock'}",
          "--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-forward=false", "--ip-masq=false",
          "--userland-proxy=false", "--cgroup-parent", f"flotilla-test-docker-{suffix}",
-         "--containerd-namespace", f"flotilla-test-{suffix}", "--containerd-plugins-namespace", f"flotilla-test-{suffix}-p"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=_die_with_parent)
+         "--containerd-namespace", f"flotilla-test-{suffix}", "--containerd-plugins-namespace", f"flotilla-test-{suffix}-p"]),
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     engine = DockerEngine(root, proc)
     try:
         deadline = time.monotonic() + timeout

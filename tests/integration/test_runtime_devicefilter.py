@@ -20,6 +20,8 @@ UNIFIED = Path("/sys/fs/cgroup/unified")
 
 PROBE = r"""
 import os, sys
+with open(sys.argv[2], "w") as f:  # join the cgroup first: the program applies from here on
+    f.write(str(os.getpid()))
 def attempt(what, fn):
     try:
         fn()
@@ -42,8 +44,8 @@ def test_rules_are_enforced_exactly(unique, tmp_path):
     cg.mkdir()
     try:
         devicefilter.attach(prog, cg)
-        out = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "node")], capture_output=True, text=True,
-                             check=True, preexec_fn=lambda: (cg / "cgroup.procs").write_text(str(os.getpid()))).stdout
+        out = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "node"), str(cg / "cgroup.procs")],
+                             capture_output=True, text=True, check=True).stdout
     finally:
         os.close(prog)
         cg.rmdir()
