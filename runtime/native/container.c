@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/openat2.h>
+#include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -465,6 +466,21 @@ static void switch_user(const struct ident *id) {
         DIE_ERRNO("setuid %u", id->uid);
 }
 
+/* A network namespace made at clone time (network "none") holds only `lo`, and down: bring it up
+ * as Docker does. Doing it here instead of in the agent saves the agent a namespace to create,
+ * bind-mount and later delete for every such container: nothing of it exists on the host. */
+static void loopback_up(void) {
+    struct ifreq ifr = {0};
+    strcpy(ifr.ifr_name, "lo");
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        DIE_ERRNO("read the flags of lo%s", "");
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        DIE_ERRNO("bring lo up%s", "");
+    close(s);
+}
+
 static void set_rlimits(const struct conf *c) {
     static const struct {
         const char *name;
@@ -680,6 +696,8 @@ void container_main(const struct conf *c, const struct child_io *io) {
     } else {
         if (c->ns_cgroup && unshare(CLONE_NEWCGROUP) < 0)
             DIE_ERRNO("new cgroup namespace%s", "");
+        if (c->ns_flags & CLONE_NEWNET)
+            loopback_up();
         setup_rootfs(c); /* main() made sure there is a mount namespace and a rootfs */
         if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0)
             DIE_ERRNO("sethostname %s", c->hostname);
