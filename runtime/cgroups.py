@@ -133,22 +133,26 @@ class Cgroup:
     def __init__(self, driver: "CgroupDriver", name: str) -> None:
         self.driver = driver
         self.name = name
+        # Computed once: a container's life asks for them ~10 times, and each pathlib join costs
+        # more than the stat or write it is for.
+        self._paths = tuple(h / driver.parent / name for h in driver.hierarchies.values())
+        self._by_hierarchy = dict(zip(driver.hierarchies.values(), self._paths))
 
     # -- layout -------------------------------------------------------------------------
-    def paths(self) -> list[Path]:
+    def paths(self) -> tuple[Path, ...]:
         """The directories the container process joins (one per v1 hierarchy, one on v2)."""
-        return [h / self.driver.parent / self.name for h in self.driver.hierarchies.values()]
+        return self._paths
 
     def _dir(self, controller: str, what: str) -> Path:
         d = self.driver
         if d.v2:
             if controller not in d.v2_available and controller != "freezer":
                 raise InvalidArgument(f"{what} is not supported here: the {controller} controller is not enabled in {d.mount_root}")
-            return d.mount_root / d.parent / self.name
+            return self._paths[0]
         hier = d.hierarchies.get(controller)
         if hier is None:
             raise InvalidArgument(f"{what} is not supported here: no {controller} cgroup hierarchy under {d.mount_root}")
-        return hier / d.parent / self.name
+        return self._by_hierarchy[hier]
 
     def exists(self) -> bool:
         return any(p.is_dir() for p in self.paths())
@@ -165,8 +169,7 @@ class Cgroup:
             d.ensure_parent()
         made: list[Path] = []
         try:
-            for hier in d.hierarchies.values():
-                path = hier / d.parent / self.name
+            for hier, path in self._by_hierarchy.items():
                 try:
                     path.mkdir(exist_ok=True)
                 except FileNotFoundError:
@@ -200,10 +203,11 @@ class Cgroup:
         hier = d.hierarchies.get("devices")
         if hier is None:
             return
-        path = hier / d.parent / self.name
+        path = self._by_hierarchy[hier]
         _write(path / "devices.deny", "a")
+        allow = path / "devices.allow"
         for rule in DEFAULT_DEVICE_RULES:
-            _write(path / "devices.allow", rule)
+            _write(allow, rule)
 
     def apply(self, r: Resources) -> None:
         """Write the limits (memory also bounds swap so the container really OOMs)."""
@@ -380,6 +384,7 @@ class CgroupDriver:
         self.parent_ready = False  # ensure_parent ran (reset by remove_parent)
         self._device_prog = -1  # the loaded eBPF device filter (v2), made on first use
         self.device_filter_supported = False
+        self._cgroups: dict[str, Cgroup] = {}
         if self.v2:
             self.device_filter_supported = devicefilter.is_cgroup2(self.mount_root)
             self.hierarchies["unified"] = self.mount_root
@@ -422,9 +427,15 @@ class CgroupDriver:
             self._device_prog = -1
 
     def cgroup(self, name: str) -> Cgroup:
-        if not re.match(r"^[a-zA-Z0-9_.-]+$", name) or name in (".", ".."):
-            raise InvalidArgument(f"invalid cgroup name {name!r}")
-        return Cgroup(self, name)
+        """The Cgroup named `name`, kept for later calls (it holds only its paths)."""
+        cg = self._cgroups.get(name)
+        if cg is None:
+            if not re.match(r"^[a-zA-Z0-9_.-]+$", name) or name in (".", ".."):
+                raise InvalidArgument(f"invalid cgroup name {name!r}")
+            if len(self._cgroups) >= 4096:  # bounded: removed containers' entries go eventually
+                self._cgroups.clear()
+            cg = self._cgroups[name] = Cgroup(self, name)
+        return cg
 
     def ensure_parent(self) -> None:
         """Create the parent chain (v2: enabling our controllers on the way down)."""
