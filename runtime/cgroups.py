@@ -137,6 +137,7 @@ class Cgroup:
         # more than the stat or write it is for.
         self._paths = tuple(h / driver.parent / name for h in driver.hierarchies.values())
         self._by_hierarchy = dict(zip(driver.hierarchies.values(), self._paths))
+        self._strs = tuple(map(str, self._paths))
 
     # -- layout -------------------------------------------------------------------------
     def paths(self) -> tuple[Path, ...]:
@@ -155,7 +156,7 @@ class Cgroup:
         return self._by_hierarchy[hier]
 
     def exists(self) -> bool:
-        return any(p.is_dir() for p in self.paths())
+        return any(map(os.path.isdir, self._strs))
 
     def create(self, resources: Resources) -> None:
         """Create the cgroup everywhere and apply `resources`; on error nothing is left.

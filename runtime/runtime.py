@@ -92,6 +92,8 @@ class Runtime:
             self._volumes.sweep()
             self._store.sweep()
             running = []
+            for record in self._store.records.values():
+                self._adopt_unrecorded_start(record)  # only a crash can leave one: nothing else looks
             for cid in list(self._store.records):
                 if self._status(cid) in ("running", "paused"):
                     running.append(cid)
@@ -203,8 +205,6 @@ class Runtime:
             st = record["state"]
             if self._shim_alive(cid):
                 return "paused" if self._cgroup(cid).frozen() else "running"
-            if self._adopt_unrecorded_start(record) and self._shim_alive(cid):
-                return "paused" if self._cgroup(cid).frozen() else "running"
             if not st["shim_pid"]:
                 return "created"
             exit_path = self._store.bundle(cid) / "exit"
@@ -213,7 +213,9 @@ class Runtime:
             return "exited" if exit_path.exists() else "dead"
 
     def _adopt_unrecorded_start(self, record: dict[str, Any]) -> bool:
-        """Pick up a start whose pids were never saved (a crash right after the shim started).
+        """Pick up a start whose pids were never saved (a crash right after the shim started);
+        `recover()` asks for every container, since in a running runtime `start` records every
+        shim it spawns before anyone can see the container as started.
 
         The shim writes `shim.pid` and `init.pid` into the bundle; if they name another shim than
         the record does, that start happened. The shim is recognised by its command line (the
