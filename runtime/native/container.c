@@ -510,7 +510,7 @@ static void set_rlimits(const struct conf *c) {
 
 /* ---- stdio ---- */
 
-static void send_fd(int sock, int fd) {
+static void send_fd(int sock, int fd, const char *what) {
     char dummy = 'p';
     struct iovec iov = {.iov_base = &dummy, .iov_len = 1};
     union {
@@ -524,7 +524,7 @@ static void send_fd(int sock, int fd) {
     cm->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(cm), &fd, sizeof fd);
     if (sendmsg(sock, &m, 0) < 0)
-        DIE_ERRNO("send pty master%s", "");
+        DIE_ERRNO("send %s to the shim", what);
 }
 
 /* A pty from the container's own devpts, so the slave's name exists inside; the master goes to the shim. */
@@ -557,7 +557,7 @@ static void setup_tty(int sock, uid_t uid, int console) {
         DIE_ERRNO("chown pty slave%s", "");
     if (console)
         bind_console(master);
-    send_fd(sock, master);
+    send_fd(sock, master, "the pty master");
     close(master);
     close(sock);
     for (int i = 0; i < 3; i++)
@@ -699,6 +699,15 @@ void container_main(const struct conf *c, const struct child_io *io) {
         if (c->ns_flags & CLONE_NEWNET)
             loopback_up();
         setup_rootfs(c); /* main() made sure there is a mount namespace and a rootfs */
+        if (io->rootsock >= 0) {
+            /* The shim keeps a reference to the overlay past our exit (see release_rootfs in shim.c). */
+            int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (root < 0)
+                DIE_ERRNO("open the new root%s", "");
+            send_fd(io->rootsock, root, "the root");
+            close(root);
+            close(io->rootsock);
+        }
         if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0)
             DIE_ERRNO("sethostname %s", c->hostname);
     }

@@ -34,6 +34,8 @@ struct conf {
 struct child_io {
     int errpipe;       /* close-on-exec; a failure is written here as "<code> <message>" */
     int ptysock;       /* tty: the child sends the pty master over it; else -1 */
+    int rootsock;      /* run mode with a rootfs: the child sends an O_PATH fd of its new root over
+                          it, so the shim holds the overlay mount past the container's exit; else -1 */
     int stdin_fd, stdout_fd, stderr_fd; /* non-tty: the child's ends of the pipes */
     int ns_fds[6];     /* exec mode: namespaces to join (-1: already shared) */
     int shim_pidfd;    /* pidfd of the shim: readable once it has died */
