@@ -365,7 +365,7 @@ class Runtime:
             namespaces=namespaces, netns=None if netns in ("", NEW_NETNS) else netns, cgroups=[str(p) for p in self._cgroup(record["id"]).paths()],
             mounts=[*(shim.BindMount(src, dst) for src, dst in etc_binds),
                     *(shim.BindMount(m["source"], m["destination"], m["readonly"]) for m in record["mounts"])],
-            tty=spec["tty"], stdin=spec["stdin_open"], wait_attach=attach,
+            tty=spec["tty"], stdin=spec["stdin_open"], wait_attach=attach, init=spec.get("init", False),
             log=str(bundle / f"{record['id']}-json.log"),
         )
 
@@ -631,7 +631,7 @@ class Runtime:
                 "NetworkMode": spec["network_mode"],
                 "RestartPolicy": {"Name": spec["restart_policy"]["name"],
                                   "MaximumRetryCount": spec["restart_policy"]["max_retries"]},
-                "AutoRemove": spec["auto_remove"], "ReadonlyRootfs": spec["readonly_rootfs"],
+                "AutoRemove": spec["auto_remove"], "ReadonlyRootfs": spec["readonly_rootfs"], "Init": spec.get("init", False),
                 "Memory": spec["memory"], "NanoCpus": int(round(spec["cpus"] * 1e9)), "CpuShares": spec["cpu_shares"],
                 "PidsLimit": spec["pids_limit"], "CgroupParent": self.cgroups.parent,
             },

@@ -138,6 +138,7 @@ class ShimConfig:
     log: str | None = None
     pid: int | None = None
     oom_score_adj: int | None = None
+    init: bool = False  # `--init`: the container's pid 1 forwards signals to the command and reaps
 
     @classmethod
     def for_exec(cls, pid: int, args: list[str], **kw: object) -> ShimConfig:
@@ -185,7 +186,7 @@ class ShimConfig:
         if self.caps is not None:
             recs.append(("caps", ",".join(str(c) for c in sorted(set(self.caps)))))
         for key, flag in (("readonly", self.readonly), ("no_new_privs", self.no_new_privs), ("tty", self.tty),
-                          ("stdin", self.stdin), ("wait_attach", self.wait_attach)):
+                          ("stdin", self.stdin), ("wait_attach", self.wait_attach), ("init", self.init)):
             if flag:
                 recs.append((key, "1"))
         if self.pid is not None:

@@ -71,6 +71,7 @@ class ContainerSpec:
     network_aliases: list[str] = field(default_factory=list)
     ports: list[str] = field(default_factory=list)  # -p specs as typed (parse_port_spec)
     publish_all: bool = False      # -P: every EXPOSEd port of the image on a random host port
+    init: bool = False             # --init: an init as pid 1 forwards signals to the command and reaps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

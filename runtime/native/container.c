@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -628,6 +629,51 @@ static void resolve_and_exec(const struct conf *c, char **envp) {
     die(EXIT_SETUP, "exec: \"%s\": %s", name, strerror(e));
 }
 
+/* `--init` (Docker's docker-init, i.e. tini): this process stays the container's pid 1 and runs the
+ * command as its child. A pid-namespace init gets no signal it has no handler for, so a plain
+ * `sleep` as pid 1 ignores `docker stop`'s SIGTERM and waits out the grace period; as the child it
+ * dies at once. The init forwards every signal it gets to the child, reaps every process that
+ * ends up its child (orphans included), and exits with the child's status (128+signal when it
+ * was killed, as a shell and tini report it). The child gets its own process group, the
+ * terminal's foreground one with a tty, so that ^C reaches it and not the init. Returns in the
+ * child only, with signals as they were; the init never returns. */
+static void run_as_init(int tty) {
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t child = fork();
+    if (child < 0)
+        DIE_ERRNO("fork the command under the init%s", "");
+    if (child == 0) {
+        setpgid(0, 0);
+        if (tty)
+            (void)tcsetpgrp(0, getpid()); /* SIGTTOU is blocked here: no stop for a background caller */
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        return;
+    }
+    /* The error pipe reaches the shim only through the child now: it closes at the child's execve,
+     * or carries the child's exec error. */
+    close(g_errpipe);
+    g_errpipe = -1;
+    set_cmdline("flotilla-init"); /* not the shim's command line with the bundle's host path */
+    prctl(PR_SET_NAME, "flotilla-init", 0, 0, 0);
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&all, &si);
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            kill(child, sig);
+            continue;
+        }
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+            if (p == child)
+                _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    }
+}
+
 /* Environment for execve: the configured one, plus HOME (from passwd) and PATH when missing, as Docker. */
 static char **build_env(const struct conf *c, const struct ident *id) {
     char **envp = calloc((size_t)c->env.n + 3, sizeof(char *));
@@ -740,6 +786,8 @@ void container_main(const struct conf *c, const struct child_io *io) {
         DIE_ERRNO("chdir to working directory %s", c->cwd);
     if (c->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         DIE_ERRNO("set no_new_privs%s", "");
+    if (c->init && !io->exec_mode)
+        run_as_init(c->tty);
     resolve_and_exec(c, build_env(c, &id));
     _exit(EXIT_SETUP); /* not reached: resolve_and_exec either execs or dies */
 }

@@ -69,7 +69,6 @@ static void report(const char *fmt, ...) {
 
 /* An O_PATH fd of the container's root, from the container process (run mode with a rootfs). */
 static int g_rootfd = -1;
-static char *g_args_start, *g_args_end; /* this process's argv strings, as /proc/<pid>/cmdline shows them */
 
 /* The last reference to an overlay mount going away makes the kernel sync the whole upper
  * filesystem (generic_shutdown_super -> ovl_sync_fs -> sync_filesystem of the host's ext4): ~3 ms
@@ -87,8 +86,7 @@ static void release_rootfs(void) {
         if (r == 0) {
             /* Not "run <bundle>" any more: the runtime recognises a container's shim by that
              * command line, and this process only finishes the sync. */
-            if (g_args_start)
-                memset(g_args_start + strlen(g_args_start), 0, (size_t)(g_args_end - g_args_start) - strlen(g_args_start));
+            set_cmdline("flotilla-shim (releasing a root filesystem)");
             char b;
             close(p[1]);
             while (read(p[0], &b, 1) < 0 && errno == EINTR)

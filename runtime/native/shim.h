@@ -22,7 +22,7 @@ struct conf {
     struct strlist args, env, cgroups, mounts, masked, readonly_paths, rlimits;
     const char *cwd, *user, *hostname, *lowerdir, *upperdir, *workdir, *rootfs;
     const char *netns, *log, *oom_score_adj;
-    int readonly, no_new_privs, tty, stdin_open, wait_attach;
+    int readonly, no_new_privs, tty, stdin_open, wait_attach, init;
     int ns_flags;      /* CLONE_NEW* passed to clone (never CLONE_NEWCGROUP) */
     int ns_cgroup;     /* unshare(CLONE_NEWCGROUP) after joining the cgroups */
     int caps_set;      /* 0: keep every capability */
@@ -66,5 +66,10 @@ int write_full(int fd, const void *buf, size_t len);
 int write_file_atomic(const char *path, const char *data, size_t len);
 int write_string(const char *path, const char *s);
 int mkdir_all(const char *path, mode_t mode);
+/* This process's argv strings (main sets them), and a way to show `text` as its command line in
+ * /proc/<pid>/cmdline instead: for processes forked from the shim that are not "the shim of
+ * <bundle>" (the runtime recognises a shim by that command line). */
+extern char *g_args_start, *g_args_end;
+void set_cmdline(const char *text);
 
 #endif

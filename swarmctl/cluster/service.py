@@ -55,6 +55,7 @@ def create(stub, args) -> int:
     spec.task.restart.max_attempts = args.restart_max_attempts
     if args.stop_grace_period is not None:
         c.stop_grace_period.FromNanoseconds(duration_ns(args.stop_grace_period))
+    c.init = args.init
     for text in args.network:
         spec.task.networks.append(network_attachment(text))
     for text in args.publish:
@@ -177,6 +178,8 @@ def update(stub, args) -> int:
         if new_args is not None:
             del c.args[:]
             c.args.extend(new_args)
+        if args.init is not None:
+            c.init = args.init
         if args.replicas is not None:
             if spec.WhichOneof("mode") != "replicated":
                 raise ClusterError("--replicas applies to replicated services only")

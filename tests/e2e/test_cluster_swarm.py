@@ -177,3 +177,32 @@ def test_service_logs_follow_sees_tasks_started_later(cluster):
             if proc.poll() is None:
                 proc.kill()
     wait_for(lambda: not any(a.containers() for a in cluster.agents.values()), 30, what="every container removed")
+
+
+def _swarmctl(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
+    res = subprocess.run([str(BIN / "swarmctl"), *args], capture_output=True, text=True, timeout=60,
+                         env={"FLOTILLA_MANAGER": f"unix://{cluster.control_socket}", "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, f"swarmctl {' '.join(args)}: {res.stderr}"
+    return res
+
+
+def test_service_init_runs_tasks_under_an_init(cluster):
+    """`service create --init`: each task's container has an init as pid 1 (HostConfig.Init); `service update
+    --no-init` replaces the tasks with ones without it."""
+    name = f"init-{cluster.unique}"
+    _swarmctl(cluster, "service", "create", "--name", name, "--init", "busybox:latest", *SLEEP)
+    svc = cluster.service(name)
+    assert svc.spec.task.container.init
+    (first,) = cluster.wait_running(svc, 1)
+    ctr = next(c for cs in containers_of(cluster, svc).values() for c in cs)
+    assert ctr["HostConfig"]["Init"] is True and ctr["Id"] == first.status.container_status.container_id
+    _swarmctl(cluster, "service", "update", "--no-init", name)
+
+    def replaced():
+        running = [c for cs in containers_of(cluster, svc).values() for c in cs]
+        return running if len(running) == 1 and running[0]["Id"] != ctr["Id"] else None
+    (again,) = wait_for(replaced, 60, what="the task to be replaced")
+    assert again["HostConfig"]["Init"] is False
+    cluster.remove(svc)
+    wait_for(lambda: not any(a.containers() for a in cluster.agents.values()), 30, what="every container removed")
+    wait_for(lambda: not cluster.tasks(svc), 30, what="the tasks to be reaped")

@@ -524,3 +524,42 @@ def test_concurrent_creates_with_one_name(rt, unique):
     for t in threads:
         t.join()
     assert sum(isinstance(r, str) for r in results) == 1 and len(rt.list(all=True)) == 1
+
+
+def _states(rt: Runtime, cid: str) -> dict[int, tuple[str, str]]:
+    """pid -> (state letter, comm) of every process in the container's cgroup."""
+    out = {}
+    for path in rt._cgroup(cid).paths()[:1]:
+        for pid in (path / "cgroup.procs").read_text().split():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except FileNotFoundError:
+                continue
+            out[int(pid)] = (stat.rsplit(")", 1)[1].split()[0], stat[stat.index("(") + 1:stat.rindex(")")])
+    return out
+
+
+def test_init_forwards_the_stop_signal_reaps_and_passes_exit_codes_through(rt, unique):
+    """--init: an init is pid 1 and the command its child, so a `sleep` (which as pid 1 ignores
+    SIGTERM) dies of the stop signal at once: exit 143, not the grace period's 137."""
+    c = rt.create(ContainerSpec(image="busybox", cmd=["sh", "-c", "(sleep 0.2 &); exec sleep 1000"], init=True,
+                                network_mode="none", stop_timeout=30))
+    rt.start(c.id)
+    try:
+        rows = {r["CMD"]: r for r in rt.top(c.id)}
+        assert "flotilla-init" in rows and rows["sleep 1000"]["PPID"] == rows["flotilla-init"]["PID"]
+        assert rt.get(c.id).pid == rows["flotilla-init"]["PID"]
+        assert rt.inspect(c.id)["HostConfig"]["Init"] is True
+        time.sleep(0.6)  # the orphaned `sleep 0.2` ended meanwhile: the init reaped it, no zombie stays
+        assert [s for s, _ in _states(rt, c.id).values()].count("Z") == 0
+        assert sorted(comm for _, comm in _states(rt, c.id).values()) == ["flotilla-init", "sleep"]
+        rt.stop(c.id)
+        assert rt.get(c.id).exit_code == 143
+    finally:
+        rt.remove(c.id, force=True)
+    for cmd, code in ((["sh", "-c", "exit 3"], 3), (["sh", "-c", "kill -9 $$"], 137)):
+        out, got = run(rt, *cmd, init=True, network_mode="none")
+        assert got == code, (cmd, out)
+    with pytest.raises(StartFailed) as failed:
+        rt.start(rt.create(ContainerSpec(image="busybox", cmd=["nosuch"], init=True, network_mode="none")).id)
+    assert failed.value.exit_code == 127 and "executable file not found" in str(failed.value)

@@ -22,14 +22,15 @@ def test_run_flags_map_to_spec(tmp_path):
     spec = spec_for("-d", "--rm", "-it", "--name", "web", "-e", "C=3", "--env-file", str(env_file),
                     "-v", "/srv:/data:ro", "-v", "vol:/v", "-w", "/tmp", "-u", "app", "-h", "box",
                     "--read-only", "--network", "host", "-m", "64m", "--cpus", "0.5", "-c", "512",
-                    "--pids-limit", "20", "-l", "a=b", "--stop-signal", "SIGINT", "--stop-timeout", "3",
+                    "--pids-limit", "20", "-l", "a=b", "--stop-signal", "SIGINT", "--stop-timeout", "3", "--init",
                     "busybox", "sh", "-c", "echo hi")
     assert spec.image == "busybox" and spec.name == "web"
     assert list(spec.cmd) == ["sh", "-c", "echo hi"] and spec.cmd_set
     assert list(spec.env) == ["A=1", "B=2", "C=3"]
     assert [(m.source, m.destination, m.readonly) for m in spec.mounts] == [("/srv", "/data", True), ("vol", "/v", False)]
     assert (spec.workdir, spec.user, spec.hostname) == ("/tmp", "app", "box")
-    assert spec.tty and spec.stdin_open and spec.auto_remove and spec.readonly_rootfs
+    assert spec.tty and spec.stdin_open and spec.auto_remove and spec.readonly_rootfs and spec.init
+    assert not spec_for("busybox").init
     assert (spec.network_mode, spec.memory, spec.cpus, spec.cpu_shares, spec.pids_limit) == ("host", "64m", 0.5, 512, 20)
     assert dict(spec.labels) == {"a": "b"}
     assert (spec.stop_signal, spec.stop_timeout, spec.stop_timeout_set) == ("SIGINT", 3, True)
