@@ -2,7 +2,9 @@
 
 Measures, in one run (medians of --runs repetitions):
   (a) create + start + wait + remove of /bin/true through the gRPC API, warm client (also per call,
-      and the agent's CPU time per container, which depends far less on other load than wall time)
+      and the agent's CPU time per container, which depends far less on other load than wall time);
+      also the same four calls over the agent's CLI socket (the same servicer and messages in
+      swarmctl's framing, without HTTP/2), to show what the transport costs
   (b) `swarmctl run --rm --network none busybox /bin/true` end to end (a new CLI process each time),
       over the agent's CLI socket (swarmctl's default) and over gRPC (FLOTILLA_TRANSPORT=grpc),
       alternating run by run so both see the same machine load; wall time and the CLI's CPU time
@@ -110,6 +112,10 @@ class BenchAgent:
         self.channel = grpc.insecure_channel(f"unix://{self.socket}")
         grpc.channel_ready_future(self.channel).result(timeout=10)
         self.stub = runtime_pb2_grpc.RuntimeStub(self.channel)
+        from flotilla.proto.framing import cli_socket_path
+        from flotilla.swarmctl.socket_client import SocketMethods
+
+        self.cli_stub = SocketMethods(cli_socket_path(str(self.socket)), runtime_pb2)
 
     def import_image(self, tar: Path, ref: str) -> None:
         pb = self.pb
@@ -122,18 +128,20 @@ class BenchAgent:
 
         self.stub.ImportImage(requests())
 
-    def run_true(self, image: str, phases: dict[str, list[float]] | None = None) -> None:
-        """create, start, wait, remove; with `phases`, each call's wall time (ms) is appended there."""
+    def run_true(self, image: str, phases: dict[str, list[float]] | None = None, cli: bool = False) -> None:
+        """create, start, wait, remove (over gRPC, or the CLI socket with `cli`); with `phases`, each
+        call's wall time (ms) is appended there."""
         pb = self.pb
+        stub = self.cli_stub if cli else self.stub
         t0 = time.perf_counter()
-        info = self.stub.CreateContainer(pb.ContainerSpec(image=image, cmd=["/bin/true"], cmd_set=True,
-                                                          network_mode="none"))
+        info = stub.CreateContainer(pb.ContainerSpec(image=image, cmd=["/bin/true"], cmd_set=True,
+                                                     network_mode="none"))
         t1 = time.perf_counter()
-        self.stub.StartContainer(pb.ContainerRef(ref=info.id))
+        stub.StartContainer(pb.ContainerRef(ref=info.id))
         t2 = time.perf_counter()
-        self.stub.WaitContainer(pb.ContainerRef(ref=info.id))
+        stub.WaitContainer(pb.ContainerRef(ref=info.id))
         t3 = time.perf_counter()
-        self.stub.RemoveContainer(pb.RemoveRequest(ref=info.id, force=True))
+        stub.RemoveContainer(pb.RemoveRequest(ref=info.id, force=True))
         t4 = time.perf_counter()
         if phases is not None:
             for name, a, b in (("create", t0, t1), ("start", t1, t2), ("wait", t2, t3), ("remove", t3, t4)):
@@ -261,6 +269,10 @@ def main() -> int:
             grpc_ms, runc_ms = timed_alternating([lambda: agent.run_true(image, phases), runc_run], args.runs)
             agent_cpu_ms = (agent.cpu_ms() - cpu_before) / (args.runs + 1)
             results["grpc create+start+wait+rm"] = grpc_ms
+            cli_ms, runc_again = timed_alternating([lambda: agent.run_true(image, cli=True), runc_run], args.runs)
+            results["same over the cli socket"] = cli_ms
+            cli_note = (f"  (the cli-socket row ran in turn with runc runs of its own: {runc_again:.1f} ms, "
+                        f"ratio {cli_ms / runc_again:.2f}x)")
             ctl = [str(BIN / "swarmctl"), "-H", f"unix://{agent.socket}", "run", "--rm", "--network", "none", image, "/bin/true"]
             cli = cli_runs(ctl, args.runs)
             for transport, (wall, _) in cli.items():
@@ -277,6 +289,7 @@ def main() -> int:
     print(f"container start, median of {args.runs} runs (busybox /bin/true):")
     for name, ms in results.items():
         print(f"  {name:28s} {ms:8.1f} ms   {ms / runc_ms:5.2f}x runc")
+    print(cli_note)
     print(f"  {docker_note}")
     print("  (a) per call: " + ", ".join(f"{name} {statistics.median(ms[1:]):.1f}"  # [0]: the warm-up
                                          for name, ms in phases.items())

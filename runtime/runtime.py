@@ -291,6 +291,17 @@ class Runtime:
         infos = [i for i in infos if all or i.status in ("running", "paused")]
         return sorted(infos, key=lambda i: i.created, reverse=True)
 
+    def resolve(self, ref: str) -> str:
+        """The full id of a container given by id, name or unique id prefix (NotFound otherwise)."""
+        with self._lock:
+            return self._find(ref)
+
+    def status(self, ref: str) -> tuple[str, str]:
+        """(full id, status): what `get` says of it, without building the whole ContainerInfo."""
+        with self._lock:
+            cid = self._find(ref)
+            return cid, self._status(cid)
+
     def get(self, ref: str) -> ContainerInfo:
         with self._lock:
             return self._info(self._find(ref))
