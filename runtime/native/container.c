@@ -640,6 +640,10 @@ static void resolve_and_exec(const struct conf *c, char **envp) {
 static void run_as_init(int tty) {
     sigset_t all, old;
     sigfillset(&all);
+    /* Faults only the init's own code could raise stay deadly: it must never hang on one. */
+    int faults[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
+        sigdelset(&all, faults[i]);
     sigprocmask(SIG_SETMASK, &all, &old);
     pid_t child = fork();
     if (child < 0)
@@ -651,9 +655,10 @@ static void run_as_init(int tty) {
         sigprocmask(SIG_SETMASK, &old, NULL);
         return;
     }
-    /* The error pipe reaches the shim only through the child now: it closes at the child's execve,
-     * or carries the child's exec error. */
-    close(g_errpipe);
+    /* Only stdio stays open: the error pipe reaches the shim through the child alone now (it
+     * closes at the child's execve, or carries its exec error), and no other fd of the shim's
+     * (its pidfd, ...) may stay within the container's reach. */
+    syscall(SYS_close_range, 3U, ~0U, 0U);
     g_errpipe = -1;
     set_cmdline("flotilla-init"); /* not the shim's command line with the bundle's host path */
     prctl(PR_SET_NAME, "flotilla-init", 0, 0, 0);

@@ -546,6 +546,7 @@ def test_init_forwards_the_stop_signal_reaps_and_passes_exit_codes_through(rt, u
                                 network_mode="none", stop_timeout=30))
     rt.start(c.id)
     try:
+        wait_for(lambda: "sleep 1000" in [r["CMD"] for r in rt.top(c.id)])  # the shell has exec'd
         rows = {r["CMD"]: r for r in rt.top(c.id)}
         assert "flotilla-init" in rows and rows["sleep 1000"]["PPID"] == rows["flotilla-init"]["PID"]
         assert rt.get(c.id).pid == rows["flotilla-init"]["PID"]
