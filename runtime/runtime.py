@@ -349,7 +349,7 @@ class Runtime:
             namespaces=namespaces, netns=netns or None, cgroups=[str(p) for p in self._cgroup(record["id"]).paths()],
             mounts=[*(shim.BindMount(src, dst) for src, dst in etc_binds),
                     *(shim.BindMount(m["source"], m["destination"], m["readonly"]) for m in record["mounts"])],
-            tty=spec["tty"], stdin=spec["stdin_open"], wait_attach=attach,
+            tty=spec["tty"], stdin=spec["stdin_open"], wait_attach=attach, init=spec.get("init", False),
             log=str(bundle / f"{record['id']}-json.log"),
         )
 
@@ -617,7 +617,7 @@ class Runtime:
                                   "MaximumRetryCount": spec["restart_policy"]["max_retries"]},
                 "AutoRemove": spec["auto_remove"], "ReadonlyRootfs": spec["readonly_rootfs"],
                 "Memory": spec["memory"], "NanoCpus": int(round(spec["cpus"] * 1e9)), "CpuShares": spec["cpu_shares"],
-                "PidsLimit": spec["pids_limit"], "CgroupParent": self.cgroups.parent,
+                "PidsLimit": spec["pids_limit"], "CgroupParent": self.cgroups.parent, "Init": spec.get("init", False),
             },
             "Mounts": [{"Type": m["type"], "Name": m["name"], "Source": m["source"], "Destination": m["destination"],
                         "Mode": "ro" if m["readonly"] else "", "RW": not m["readonly"]} for m in r["mounts"]],

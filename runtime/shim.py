@@ -135,6 +135,7 @@ class ShimConfig:
     tty: bool = False
     stdin: bool = False
     wait_attach: bool = False
+    init: bool = False   # an in-process init is pid 1, the command its child (container only)
     log: str | None = None
     pid: int | None = None
     oom_score_adj: int | None = None
@@ -155,6 +156,8 @@ class ShimConfig:
                 raise ValueError("netns: joining a network namespace excludes 'net' from namespaces")
             if self.hostname and "uts" not in self.namespaces:
                 raise ValueError("hostname: needs the uts namespace (it would rename the host)")
+        elif self.init:
+            raise ValueError("init: an exec runs under the container's init, it cannot have one of its own")
         if self.upperdir and not self.workdir:
             raise ValueError("workdir: an overlay upperdir needs a workdir on the same filesystem")
         for ns in self.namespaces:
@@ -185,7 +188,7 @@ class ShimConfig:
         if self.caps is not None:
             recs.append(("caps", ",".join(str(c) for c in sorted(set(self.caps)))))
         for key, flag in (("readonly", self.readonly), ("no_new_privs", self.no_new_privs), ("tty", self.tty),
-                          ("stdin", self.stdin), ("wait_attach", self.wait_attach)):
+                          ("stdin", self.stdin), ("wait_attach", self.wait_attach), ("init", self.init)):
             if flag:
                 recs.append((key, "1"))
         if self.pid is not None:

@@ -100,7 +100,7 @@ static const struct strkey list_keys[] = {
 static const struct strkey flag_keys[] = {
     {"readonly", offsetof(struct conf, readonly)},       {"no_new_privs", offsetof(struct conf, no_new_privs)},
     {"tty", offsetof(struct conf, tty)},                 {"stdin", offsetof(struct conf, stdin_open)},
-    {"wait_attach", offsetof(struct conf, wait_attach)},
+    {"wait_attach", offsetof(struct conf, wait_attach)}, {"init", offsetof(struct conf, init)},
 };
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 

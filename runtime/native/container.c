@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -637,6 +638,95 @@ static void join_namespaces(const struct child_io *io) {
             DIE_ERRNO("join the container's namespace (type %#x)", types[i]);
 }
 
+/* ---- the in-process init (`--init`) ---- */
+
+/* Signals the init leaves unblocked: faults that only its own code could raise. */
+static int init_keeps_default(int s) {
+    return s == SIGKILL || s == SIGSTOP || s == SIGSEGV || s == SIGBUS || s == SIGILL || s == SIGFPE ||
+           s == SIGTRAP || s == SIGSYS || s == SIGABRT;
+}
+
+/* The init is a fork of the shim, so its command line is the shim's (host paths of the bundle):
+ * `top` and /proc/1/cmdline in the container show "flotilla-init" instead. The argument area is
+ * overwritten in place (no capability needed); its bounds come from /proc/self/stat. */
+static void name_init(void) {
+    (void)prctl(PR_SET_NAME, "flotilla-init", 0, 0, 0);
+    char *stat = slurp("/proc/self/stat"), *p = stat ? strrchr(stat, ')') : NULL;
+    unsigned long start = 0, end = 0;
+    for (int field = 2; p && *p && field < 49;) { /* field 2 ends at ')'; 48 and 49 are arg_start/end */
+        p = strchr(p + 1, ' ');
+        if (!p)
+            break;
+        field++;
+        if (field == 48)
+            start = strtoul(p + 1, NULL, 10);
+        else if (field == 49)
+            end = strtoul(p + 1, NULL, 10);
+    }
+    free(stat);
+    static const char name[] = "flotilla-init";
+    if (start && end > start + sizeof name) {
+        memset((void *)start, 0, end - start);
+        memcpy((void *)start, name, sizeof name);
+    }
+}
+
+/* What tini does as Docker's `--init`, without a binary in the container: the caller becomes the
+ * command's parent and stays pid 1. Every signal it can catch is blocked and taken synchronously
+ * (a blocked signal is queued even for a pid-namespace init, whose SIG_DFL signals the kernel
+ * drops), then forwarded to the child (its pid, not its process group, as tini by default);
+ * SIGCHLD reaps every zombie, orphans included (the init is the subreaper when it is not pid 1
+ * of its own namespace); the child's end is the init's: its exit code, or 128+signal. The init
+ * already has the command's identity, capabilities and no_new_privs, and keeps only fds 0-2.
+ * Returns in the child, which then execs the command (an exec failure still reaches the error
+ * pipe, and the init exits with the same 126/127). Never returns in the init. */
+static void run_init(const struct conf *c) {
+    uint64_t blocked = 0, none = 0;
+    for (int s = 1; s <= 64; s++)
+        if (!init_keeps_default(s))
+            blocked |= 1ULL << (s - 1);
+    /* Blocked before fork, so a signal in between is queued for the init, not lost. */
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &blocked, NULL, sizeof blocked);
+    pid_t init = getpid();
+    pid_t child = fork();
+    if (child < 0)
+        DIE_ERRNO("fork the command under the init%s", "");
+    if (child == 0) {
+        /* The command dies with its init, as it would with its shim (fork cleared the setting). */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != init)
+            _exit(EXIT_SETUP);
+        /* Its own process group, in the foreground of the tty, so a ^C from the terminal reaches
+         * it once (through the group) rather than twice (group + forwarded by the init). */
+        if (setpgid(0, 0) < 0)
+            DIE_ERRNO("setpgid%s", "");
+        if (c->tty && tcsetpgrp(0, getpid()) < 0)
+            DIE_ERRNO("make the command the tty's foreground process group%s", "");
+        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
+        return;
+    }
+    syscall(SYS_close_range, 3U, ~0U, 0U); /* error pipe, shim pidfd, any other inherited fd */
+    name_init();
+    (void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    for (;;) {
+        siginfo_t si;
+        int s = (int)syscall(SYS_rt_sigtimedwait, &blocked, &si, NULL, sizeof blocked);
+        if (s < 0)
+            continue; /* EINTR (a stop/continue); nothing else can fail with a valid mask */
+        if (s != SIGCHLD) {
+            kill(child, s);
+            continue;
+        }
+        int status;
+        pid_t p;
+        while ((p = waitpid(-1, &status, WNOHANG)) > 0)
+            if (p == child) {
+                while (waitpid(-1, NULL, WNOHANG) > 0) /* the rest of the zombies, then go */
+                    ;
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+            }
+    }
+}
+
 void container_main(const struct conf *c, const struct child_io *io) {
     g_errpipe = io->errpipe;
     /* The shim blocks signals and ignores SIGPIPE, and whoever started it may have ignored others
@@ -713,6 +803,8 @@ void container_main(const struct conf *c, const struct child_io *io) {
         DIE_ERRNO("chdir to working directory %s", c->cwd);
     if (c->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         DIE_ERRNO("set no_new_privs%s", "");
+    if (c->init && !io->exec_mode)
+        run_init(c);
     resolve_and_exec(c, build_env(c, &id));
     _exit(EXIT_SETUP); /* not reached: resolve_and_exec either execs or dies */
 }

@@ -23,6 +23,7 @@ struct conf {
     const char *cwd, *user, *hostname, *lowerdir, *upperdir, *workdir, *rootfs;
     const char *netns, *log, *oom_score_adj;
     int readonly, no_new_privs, tty, stdin_open, wait_attach;
+    int init;          /* an in-process init stays pid 1 and runs the command as its child */
     int ns_flags;      /* CLONE_NEW* passed to clone (never CLONE_NEWCGROUP) */
     int ns_cgroup;     /* unshare(CLONE_NEWCGROUP) after joining the cgroups */
     int caps_set;      /* 0: keep every capability */
