@@ -56,6 +56,7 @@ def spec_from_proto(msg: pb.ContainerSpec) -> rspec.ContainerSpec:
         network_aliases=list(msg.network_aliases),
         ports=list(msg.ports),
         publish_all=msg.publish_all,
+        init=msg.init,
     )
     if msg.stop_signal:
         spec.stop_signal = msg.stop_signal

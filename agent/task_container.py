@@ -96,6 +96,7 @@ def container_spec(task: pb.Task, node_id: str, network: str = "none", aliases: 
         stdin_open=c.open_stdin,
         mounts=[rpb.Mount(source=m.source, destination=m.target, readonly=m.readonly) for m in c.mounts],
         readonly_rootfs=c.read_only,
+        init=c.init,
         restart_policy="no",
         network_mode=network,
         network_aliases=aliases or [],

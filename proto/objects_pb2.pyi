@@ -200,7 +200,7 @@ class Mount(_message.Message):
     def __init__(self, type: _Optional[_Union[Mount.Type, str]] = ..., source: _Optional[str] = ..., target: _Optional[str] = ..., readonly: _Optional[bool] = ...) -> None: ...
 
 class ContainerSpec(_message.Message):
-    __slots__ = ("image", "labels", "command", "args", "env", "dir", "user", "hostname", "mounts", "stop_grace_period", "stop_signal", "tty", "open_stdin", "read_only")
+    __slots__ = ("image", "labels", "command", "args", "env", "dir", "user", "hostname", "mounts", "stop_grace_period", "stop_signal", "tty", "open_stdin", "read_only", "init")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +222,7 @@ class ContainerSpec(_message.Message):
     TTY_FIELD_NUMBER: _ClassVar[int]
     OPEN_STDIN_FIELD_NUMBER: _ClassVar[int]
     READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
     image: str
     labels: _containers.ScalarMap[str, str]
     command: _containers.RepeatedScalarFieldContainer[str]
@@ -236,7 +237,8 @@ class ContainerSpec(_message.Message):
     tty: bool
     open_stdin: bool
     read_only: bool
-    def __init__(self, image: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., dir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., stop_grace_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stop_signal: _Optional[str] = ..., tty: _Optional[bool] = ..., open_stdin: _Optional[bool] = ..., read_only: _Optional[bool] = ...) -> None: ...
+    init: bool
+    def __init__(self, image: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., command: _Optional[_Iterable[str]] = ..., args: _Optional[_Iterable[str]] = ..., env: _Optional[_Iterable[str]] = ..., dir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., stop_grace_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., stop_signal: _Optional[str] = ..., tty: _Optional[bool] = ..., open_stdin: _Optional[bool] = ..., read_only: _Optional[bool] = ..., init: _Optional[bool] = ...) -> None: ...
 
 class RestartPolicy(_message.Message):
     __slots__ = ("condition", "delay", "max_attempts", "window")

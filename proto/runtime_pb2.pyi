@@ -21,7 +21,7 @@ class Mount(_message.Message):
     def __init__(self, source: _Optional[str] = ..., destination: _Optional[str] = ..., readonly: _Optional[bool] = ...) -> None: ...
 
 class ContainerSpec(_message.Message):
-    __slots__ = ("image", "name", "cmd", "cmd_set", "entrypoint", "entrypoint_set", "env", "workdir", "user", "hostname", "tty", "stdin_open", "mounts", "readonly_rootfs", "restart_policy", "auto_remove", "network_mode", "memory", "cpus", "cpu_shares", "pids_limit", "labels", "stop_signal", "stop_timeout", "stop_timeout_set", "ip", "network_aliases", "ports", "publish_all")
+    __slots__ = ("image", "name", "cmd", "cmd_set", "entrypoint", "entrypoint_set", "env", "workdir", "user", "hostname", "tty", "stdin_open", "mounts", "readonly_rootfs", "restart_policy", "auto_remove", "network_mode", "memory", "cpus", "cpu_shares", "pids_limit", "labels", "stop_signal", "stop_timeout", "stop_timeout_set", "ip", "network_aliases", "ports", "publish_all", "init")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +58,7 @@ class ContainerSpec(_message.Message):
     NETWORK_ALIASES_FIELD_NUMBER: _ClassVar[int]
     PORTS_FIELD_NUMBER: _ClassVar[int]
     PUBLISH_ALL_FIELD_NUMBER: _ClassVar[int]
+    INIT_FIELD_NUMBER: _ClassVar[int]
     image: str
     name: str
     cmd: _containers.RepeatedScalarFieldContainer[str]
@@ -87,7 +88,8 @@ class ContainerSpec(_message.Message):
     network_aliases: _containers.RepeatedScalarFieldContainer[str]
     ports: _containers.RepeatedScalarFieldContainer[str]
     publish_all: bool
-    def __init__(self, image: _Optional[str] = ..., name: _Optional[str] = ..., cmd: _Optional[_Iterable[str]] = ..., cmd_set: _Optional[bool] = ..., entrypoint: _Optional[_Iterable[str]] = ..., entrypoint_set: _Optional[bool] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., readonly_rootfs: _Optional[bool] = ..., restart_policy: _Optional[str] = ..., auto_remove: _Optional[bool] = ..., network_mode: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., cpu_shares: _Optional[int] = ..., pids_limit: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., stop_signal: _Optional[str] = ..., stop_timeout: _Optional[int] = ..., stop_timeout_set: _Optional[bool] = ..., ip: _Optional[str] = ..., network_aliases: _Optional[_Iterable[str]] = ..., ports: _Optional[_Iterable[str]] = ..., publish_all: _Optional[bool] = ...) -> None: ...
+    init: bool
+    def __init__(self, image: _Optional[str] = ..., name: _Optional[str] = ..., cmd: _Optional[_Iterable[str]] = ..., cmd_set: _Optional[bool] = ..., entrypoint: _Optional[_Iterable[str]] = ..., entrypoint_set: _Optional[bool] = ..., env: _Optional[_Iterable[str]] = ..., workdir: _Optional[str] = ..., user: _Optional[str] = ..., hostname: _Optional[str] = ..., tty: _Optional[bool] = ..., stdin_open: _Optional[bool] = ..., mounts: _Optional[_Iterable[_Union[Mount, _Mapping]]] = ..., readonly_rootfs: _Optional[bool] = ..., restart_policy: _Optional[str] = ..., auto_remove: _Optional[bool] = ..., network_mode: _Optional[str] = ..., memory: _Optional[str] = ..., cpus: _Optional[float] = ..., cpu_shares: _Optional[int] = ..., pids_limit: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., stop_signal: _Optional[str] = ..., stop_timeout: _Optional[int] = ..., stop_timeout_set: _Optional[bool] = ..., ip: _Optional[str] = ..., network_aliases: _Optional[_Iterable[str]] = ..., ports: _Optional[_Iterable[str]] = ..., publish_all: _Optional[bool] = ..., init: _Optional[bool] = ...) -> None: ...
 
 class ContainerInfo(_message.Message):
     __slots__ = ("id", "name", "image", "image_id", "command", "created", "status", "exit_code", "pid", "started_at", "finished_at", "restart_count", "labels", "ports")

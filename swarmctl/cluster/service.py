@@ -33,6 +33,7 @@ def create(stub, args) -> int:
     c.image = args.image
     c.args.extend(args.args)
     c.env.extend(args.env)
+    c.init = args.init
     if args.mode == "global":
         if args.replicas is not None:
             raise ClusterError("--replicas applies to replicated services only")
@@ -177,6 +178,8 @@ def update(stub, args) -> int:
         if new_args is not None:
             del c.args[:]
             c.args.extend(new_args)
+        if args.init is not None:
+            c.init = args.init
         if args.replicas is not None:
             if spec.WhichOneof("mode") != "replicated":
                 raise ClusterError("--replicas applies to replicated services only")

@@ -23,6 +23,7 @@ def test_spec_from_proto_parses_what_the_user_typed():
     unset = convert.spec_from_proto(pb.ContainerSpec(image="busybox"))
     assert unset.cmd is None and unset.entrypoint is None and unset.stop_timeout == 10
     assert unset.network_mode == "bridge" and unset.restart_policy.name == "no"
+    assert unset.init is False and convert.spec_from_proto(pb.ContainerSpec(image="busybox", init=True)).init is True
 
 
 @pytest.mark.parametrize("text", ["always:2", "on-failure:x"])

@@ -36,6 +36,21 @@ def test_run_flags_map_to_spec(tmp_path):
     assert not spec.entrypoint_set
 
 
+def test_init_flag():
+    assert spec_for("--init", "busybox", "sleep", "1").init is True
+    assert spec_for("busybox", "sleep", "1").init is False
+    assert list(spec_for("busybox", "sleep", "--init").cmd) == ["sleep", "--init"]  # the command's own flag
+
+
+def test_service_init_flags():
+    parser = build_parser()
+    assert parser.parse_args(["service", "create", "--name", "s", "--init", "busybox"]).init is True
+    assert parser.parse_args(["service", "create", "--name", "s", "busybox"]).init is False
+    assert parser.parse_args(["service", "update", "--init", "s"]).init is True
+    assert parser.parse_args(["service", "update", "--no-init", "s"]).init is False
+    assert parser.parse_args(["service", "update", "s"]).init is None  # unchanged
+
+
 def test_command_options_after_image_belong_to_the_command():
     spec = spec_for("busybox", "ls", "-l", "-a")
     assert list(spec.cmd) == ["ls", "-l", "-a"]

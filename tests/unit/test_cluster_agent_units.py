@@ -60,6 +60,9 @@ def test_container_spec_defaults_and_global_name():
     assert spec.name == "agent.node9.t1"  # global tasks are named after their node
     assert spec.cmd is None and spec.entrypoint is None  # the image's
     assert grace_seconds(t) == 10
+    assert spec.init is False
+    t.spec.container.init = True
+    assert container_spec(t, "node9").init is True  # the service's --init reaches the runtime
 
 
 def test_relative_bind_source_is_refused():
