@@ -177,3 +177,32 @@ def test_service_logs_follow_sees_tasks_started_later(cluster):
             if proc.poll() is None:
                 proc.kill()
     wait_for(lambda: not any(a.containers() for a in cluster.agents.values()), 30, what="every container removed")
+
+
+def test_service_init_create_inspect_and_update(cluster):
+    """`service create --init` reaches each task's container; `update --no-init` replaces the tasks."""
+    name = f"init-{cluster.unique}"
+    ctl = [str(BIN / "swarmctl")]
+
+    def swarmctl(*args: str) -> str:
+        res = subprocess.run([*ctl, *args[:2], "-m", cluster.remote, *args[2:]], capture_output=True, text=True,
+                             timeout=30)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    swarmctl("service", "create", "--name", name, "--replicas", "2", "--init", "--stop-grace-period", "1s",
+             "busybox:latest", "sleep", "1000")
+    svc = cluster.service(name)
+    assert svc.spec.task.container.init and '"init": true' in swarmctl("service", "inspect", name)
+    tasks = cluster.wait_running(svc, 2)
+    inits = [c["HostConfig"]["Init"] for c in sum(containers_of(cluster, svc).values(), [])]
+    assert inits == [True, True]
+    swarmctl("service", "update", "--no-init", name)
+
+    def replaced() -> bool:
+        running = [t.id for t in cluster.tasks(svc) if t.status.state == pb.RUNNING and t.desired_state == pb.RUNNING]
+        inits = [c["HostConfig"]["Init"] for c in sum(containers_of(cluster, svc).values(), [])]
+        return len(running) == 2 and not set(running) & {t.id for t in tasks} and inits == [False, False]
+    wait_for(replaced, 60, what="the tasks replaced without the init")
+    cluster.remove(svc)
+    wait_for(lambda: not any(a.containers() for a in cluster.agents.values()), 30, what="every container removed")
