@@ -74,3 +74,11 @@ def test_a_failing_exec_still_reports_127(rt):  # noqa: F811
         rt.start(c.id)
     assert info.value.exit_code == 127
     assert rt.get(c.id).exit_code == 127
+
+
+def test_with_a_tty_the_command_is_the_foreground_process_group(rt):  # noqa: F811
+    # /proc/self/stat of the command: pid, pgrp (5th field) and the tty's foreground group (8th).
+    out, code = run(rt, "sh", "-c", "cut -d' ' -f1,5,8 /proc/$$/stat", tty=True, init=True)
+    assert code == 0, out
+    pid, pgrp, tpgid = out.split()
+    assert pid == pgrp == tpgid and pid != "1", out
