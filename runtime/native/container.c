@@ -687,6 +687,12 @@ static void run_init(const struct conf *c) {
             blocked |= 1ULL << (s - 1);
     /* Blocked before fork, so a signal in between is queued for the init, not lost. */
     syscall(SYS_rt_sigprocmask, SIG_SETMASK, &blocked, NULL, sizeof blocked);
+    name_init(); /* before the fork: the command's exec replaces the child's copy */
+    /* The command starts once the init holds no other fd: the init's close_range closes the
+     * write end, which the child waits for as EOF (nothing is ever written). */
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        DIE_ERRNO("pipe%s", "");
     pid_t init = getpid();
     pid_t child = fork();
     if (child < 0)
@@ -695,6 +701,11 @@ static void run_init(const struct conf *c) {
         /* The command dies with its init, as it would with its shim (fork cleared the setting). */
         if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != init)
             _exit(EXIT_SETUP);
+        close(ready[1]);
+        char byte;
+        while (read(ready[0], &byte, 1) < 0 && errno == EINTR)
+            ;
+        close(ready[0]);
         /* Its own process group, in the foreground of the tty, so a ^C from the terminal reaches
          * it once (through the group) rather than twice (group + forwarded by the init). */
         if (setpgid(0, 0) < 0)
@@ -704,8 +715,7 @@ static void run_init(const struct conf *c) {
         syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
         return;
     }
-    syscall(SYS_close_range, 3U, ~0U, 0U); /* error pipe, shim pidfd, any other inherited fd */
-    name_init();
+    syscall(SYS_close_range, 3U, ~0U, 0U); /* error pipe, shim pidfd, `ready`, any inherited fd */
     (void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     for (;;) {
         siginfo_t si;
