@@ -121,7 +121,7 @@ class RuntimeService(NetworkHandlers, ImagesApi, pb_grpc.RuntimeServicer):
             raise
 
     async def _id(self, context: grpc.aio.ServicerContext, ref: str) -> str:
-        return (await self._call(context, self.rt.get, ref)).id
+        return await self._call(context, self.rt.resolve, ref)
 
     def _start_blocking(self, ref: str, attach: bool, only_if_stopped: bool) -> tuple[str, bool, Any, int | None]:
         """One thread hop for a start: (id, started, start()'s result, the shim's pidfd for the monitor).
@@ -131,9 +131,8 @@ class RuntimeService(NetworkHandlers, ImagesApi, pb_grpc.RuntimeServicer):
         """
         cid = ref
         if only_if_stopped:
-            info = self.rt.get(ref)
-            cid = info.id
-            if info.status in ("running", "paused"):
+            cid, status = self.rt.status(ref)
+            if status in ("running", "paused"):
                 return cid, False, None, None
         self.monitor.manual.clear(cid)
         result = self.rt.start(cid, attach)

@@ -2,12 +2,16 @@
 
 Measures, in one run (medians of --runs repetitions):
   (a) create + start + wait + remove of /bin/true through the gRPC API, warm client (also per call,
-      and the agent's CPU time per container, which depends far less on other load than wall time)
+      and the agent's CPU time per container, which depends far less on other load than wall time);
+      also the same four calls over the agent's CLI socket (the same servicer and messages in
+      swarmctl's framing, without HTTP/2), to show what the transport costs
   (b) `swarmctl run --rm --network none busybox /bin/true` end to end (a new CLI process each time),
       over the agent's CLI socket (swarmctl's default) and over gRPC (FLOTILLA_TRANSPORT=grpc),
       alternating run by run so both see the same machine load; wall time and the CLI's CPU time
   (c) `runc run` of the same rootfs as an OCI bundle (`runc spec`, no network)
-  (d) `docker run --rm --network none` of the same rootfs, when a Docker engine is running
+  (d) `docker run --rm --network none` of the same rootfs: on the engine that answers `docker info`,
+      else (with the docker.io package installed) on a private dockerd started for the run
+      (bench/private_dockerd.py: own roots and socket, host networking untouched); --docker none skips it
 and prints the ratios to runc ((a) and (c) run in turn, one sample each, so both see the same
 load), the shim's RSS per running container (20 `sleep` containers;
 containerd-shim-runc-v2 is about 13 MB) and the agent's idle RSS.
@@ -33,6 +37,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from private_dockerd import DockerEngine, PrivateDockerd  # noqa: E402
 CONTAINERD_SHIM_RSS_MB = 13.0
 DOCKER_MEASURED_MS = 224.0  # `docker run --rm --network none` on this machine (issue 2), when no engine runs now
 SHIMS = 20
@@ -106,6 +112,10 @@ class BenchAgent:
         self.channel = grpc.insecure_channel(f"unix://{self.socket}")
         grpc.channel_ready_future(self.channel).result(timeout=10)
         self.stub = runtime_pb2_grpc.RuntimeStub(self.channel)
+        from flotilla.proto.framing import cli_socket_path
+        from flotilla.swarmctl.socket_client import SocketMethods
+
+        self.cli_stub = SocketMethods(cli_socket_path(str(self.socket)), runtime_pb2)
 
     def import_image(self, tar: Path, ref: str) -> None:
         pb = self.pb
@@ -118,18 +128,20 @@ class BenchAgent:
 
         self.stub.ImportImage(requests())
 
-    def run_true(self, image: str, phases: dict[str, list[float]] | None = None) -> None:
-        """create, start, wait, remove; with `phases`, each call's wall time (ms) is appended there."""
+    def run_true(self, image: str, phases: dict[str, list[float]] | None = None, cli: bool = False) -> None:
+        """create, start, wait, remove (over gRPC, or the CLI socket with `cli`); with `phases`, each
+        call's wall time (ms) is appended there."""
         pb = self.pb
+        stub = self.cli_stub if cli else self.stub
         t0 = time.perf_counter()
-        info = self.stub.CreateContainer(pb.ContainerSpec(image=image, cmd=["/bin/true"], cmd_set=True,
-                                                          network_mode="none"))
+        info = stub.CreateContainer(pb.ContainerSpec(image=image, cmd=["/bin/true"], cmd_set=True,
+                                                     network_mode="none"))
         t1 = time.perf_counter()
-        self.stub.StartContainer(pb.ContainerRef(ref=info.id))
+        stub.StartContainer(pb.ContainerRef(ref=info.id))
         t2 = time.perf_counter()
-        self.stub.WaitContainer(pb.ContainerRef(ref=info.id))
+        stub.WaitContainer(pb.ContainerRef(ref=info.id))
         t3 = time.perf_counter()
-        self.stub.RemoveContainer(pb.RemoveRequest(ref=info.id, force=True))
+        stub.RemoveContainer(pb.RemoveRequest(ref=info.id, force=True))
         t4 = time.perf_counter()
         if phases is not None:
             for name, a, b in (("create", t0, t1), ("start", t1, t2), ("wait", t2, t3), ("remove", t3, t4)):
@@ -172,10 +184,35 @@ def runc_bundle(tmp: Path, tar: Path) -> Path:
     return bundle
 
 
-def docker_available() -> bool:
-    if not shutil.which("docker"):
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+def host_docker() -> DockerEngine | None:
+    """The engine that answers `docker info` (DOCKER_HOST or the default socket), if any."""
+    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return None
+    return DockerEngine(Path(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")))
+
+
+def docker_run_rm(engine: DockerEngine, tar: Path, suffix: str, runs: int) -> float:
+    """Median of `docker run --rm --network none` of the busybox rootfs, from a new CLI process each time."""
+    image = f"flotilla-bench-busybox:{suffix}"
+    engine.docker("import", str(tar), image)
+    try:
+        argv = ["docker", "run", "--rm", "--network", "none", image, "/bin/true"]
+        return timed(lambda: subprocess.run(argv, check=True, env=engine.env, capture_output=True), runs)
+    finally:
+        engine.docker("rmi", "-f", image, check=False)
+
+
+def measure_docker(mode: str, tar: Path, tmp: Path, suffix: str, runs: int) -> tuple[float | None, str]:
+    """(median ms or None, where it came from) per --docker."""
+    if mode == "none":
+        return None, "docker: skipped (--docker none)"
+    engine = host_docker() if mode == "auto" else None
+    if engine is not None:
+        return docker_run_rm(engine, tar, suffix, runs), "docker: the engine that answers `docker info`"
+    if not shutil.which("dockerd") or not shutil.which("docker"):
+        return None, "docker: skipped (no engine running and dockerd not installed)"
+    with PrivateDockerd(tmp, suffix) as engine:
+        return docker_run_rm(engine, tar, suffix, runs), "docker: a private dockerd started for this run"
 
 
 def shim_rss(agent: BenchAgent, image: str) -> tuple[float, float]:
@@ -198,6 +235,9 @@ def shim_rss(agent: BenchAgent, image: str) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="repetitions per measurement (default 20)")
+    parser.add_argument("--docker", choices=("auto", "private", "none"), default="auto",
+                        help="auto: the running engine, else a private dockerd; private: always a private one; "
+                             "none: skip Docker")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("the benchmark needs root (namespaces, cgroups)")
@@ -229,32 +269,28 @@ def main() -> int:
             grpc_ms, runc_ms = timed_alternating([lambda: agent.run_true(image, phases), runc_run], args.runs)
             agent_cpu_ms = (agent.cpu_ms() - cpu_before) / (args.runs + 1)
             results["grpc create+start+wait+rm"] = grpc_ms
+            cli_ms, runc_again = timed_alternating([lambda: agent.run_true(image, cli=True), runc_run], args.runs)
+            results["same over the cli socket"] = cli_ms
+            cli_note = (f"  (the cli-socket row ran in turn with runc runs of its own: {runc_again:.1f} ms, "
+                        f"ratio {cli_ms / runc_again:.2f}x)")
             ctl = [str(BIN / "swarmctl"), "-H", f"unix://{agent.socket}", "run", "--rm", "--network", "none", image, "/bin/true"]
             cli = cli_runs(ctl, args.runs)
             for transport, (wall, _) in cli.items():
                 results[f"swarmctl run --rm ({transport})"] = wall
             results["runc run"] = runc_ms
-            docker_note = ""
-            if docker_available():
-                dimage = f"flotilla-bench-busybox:{agent.suffix}"
-                subprocess.run(["docker", "import", str(tar), dimage], check=True, capture_output=True)
-                try:
-                    results["docker run --rm"] = timed(lambda: subprocess.run(
-                        ["docker", "run", "--rm", "--network", "none", dimage, "/bin/true"], check=True), args.runs)
-                finally:
-                    subprocess.run(["docker", "rmi", "-f", dimage], capture_output=True)
-            else:
-                docker_note = "docker: skipped (no Docker engine running)"
             shim_mb, busy_agent_mb = shim_rss(agent, image)
         finally:
             agent.close()
+        docker_ms, docker_note = measure_docker(args.docker, tar, tmp, agent.suffix, args.runs)
+        if docker_ms is not None:
+            results["docker run --rm"] = docker_ms
 
     runc_ms = results["runc run"]
     print(f"container start, median of {args.runs} runs (busybox /bin/true):")
     for name, ms in results.items():
         print(f"  {name:28s} {ms:8.1f} ms   {ms / runc_ms:5.2f}x runc")
-    if docker_note:
-        print(f"  {docker_note}")
+    print(cli_note)
+    print(f"  {docker_note}")
     print("  (a) per call: " + ", ".join(f"{name} {statistics.median(ms[1:]):.1f}"  # [0]: the warm-up
                                          for name, ms in phases.items())
           + f" ms; the agent's CPU time {agent_cpu_ms:.1f} ms per container")

@@ -14,10 +14,9 @@ effect undone at the end). Without either, the reference measured here before is
 (Docker: 16.2 s for 50 replicas, 16.6 s to scale 50 -> 100, 20.2 s to remove 100).
 
 Both sides get the same stop grace period (10 s, both defaults) on `sleep`, which ignores
-SIGTERM as pid 1, so by default (the run issue 6 states) step (3) is bounded below by the grace
-period on both sides. `--init` runs both sides with an init as pid 1 (Flotilla's `--init`, Docker's
-`service create --init`, i.e. tini), which forwards the SIGTERM to `sleep`: each task then ends at
-once and step (3) measures the orchestration work instead of the shared 10 s wait.
+SIGTERM as pid 1, so step (3) is bounded below by the grace period on both sides. With `--init`
+both sides run the tasks under an init (Flotilla's `--init`, Docker's `--init`, i.e. tini), which
+hands the stop signal to `sleep`: then step (3) measures the removal itself on both sides.
 Both sides are polled through their APIs (gRPC; the Engine API on a unix socket), never by
 starting a CLI process per poll, which would compete with the daemons for the two cores.
 Everything it created is removed at the end, whatever happens (Ctrl-C and SIGTERM included).
@@ -170,11 +169,6 @@ class Flotilla:
                  if (a := cmdline(p)) and a[0].endswith("flotilla-shim") and any(root in x for x in a)]
         out["shims"] = sum(map(pss_mb, shims))
         out["shim_count"] = len(shims)
-        # With --init each shim's child stays a fork of it (sharing its pages, which lowers the
-        # shims' PSS): the inits' PSS is reported next to it, so the sum stays comparable.
-        inits = [c for s in shims for c in children(s) if cmdline(c)[:1] == ["flotilla-init"]]
-        if inits:
-            out["inits (PSS)"] = sum(map(pss_mb, inits))
         return out
 
     def profile(self, out: Path) -> list[subprocess.Popen]:
@@ -192,7 +186,7 @@ class Flotilla:
         time.sleep(1)  # py-spy attaches
         return procs
 
-    def run(self, n: int, init: bool, profile: Path | None = None) -> dict[str, object]:
+    def run(self, n: int, profile: Path | None = None, init: bool = False) -> dict[str, object]:
         spies = self.profile(profile) if profile else []
         try:
             return self._run(n, init)
@@ -205,9 +199,9 @@ class Flotilla:
         spec = pb.ServiceSpec()
         spec.annotations.name = "bench"
         spec.task.container.image = IMAGE
-        spec.task.container.init = init
         spec.task.container.args.extend(["sleep", "1000000"])
         spec.task.container.stop_grace_period.seconds = GRACE
+        spec.task.container.init = init
         spec.replicated.replicas = n
         out: dict[str, object] = {}
         t0 = time.monotonic()
@@ -337,11 +331,10 @@ def main() -> int:
     parser.add_argument("--docker", choices=("auto", "private", "none"), default="auto",
                         help="auto: the engine answering `docker info`, else a private dockerd; "
                              "private: always a private dockerd; none: Flotilla only")
+    parser.add_argument("--init", action="store_true",
+                        help="run the tasks under an init on both sides (the stop signal then ends `sleep` at once)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="record the agent and the manager with py-spy into DIR/agent.txt, DIR/manager.txt")
-    parser.add_argument("--init", action="store_true",
-                        help="both sides with an init as pid 1 (flotilla --init, docker --init): "
-                             "rm no longer waits the grace period")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/converge.py needs root (it runs containers)")
@@ -354,16 +347,15 @@ def main() -> int:
     try:
         tar = write_busybox_tar(tmp / "busybox.tar")
         fl.start(tar)
-        ours = fl.run(n, args.init, args.profile)
+        ours = fl.run(n, args.profile, args.init)
         fl.close()
         theirs = measure_docker(n, tar, tmp, suffix, args.docker, args.init)
     finally:
         fl.close()
         shutil.rmtree(tmp, ignore_errors=True)
-    mode = ("--init: an init as pid 1 on both sides forwards SIGTERM, no grace wait" if args.init
-            else f"no init: sleep as pid 1 ignores SIGTERM, rm waits the {GRACE} s grace on both")
-    print(f"\nconvergence on one node, busybox sleep, N={n}, stop grace {GRACE} s on both; load {os.getloadavg()[0]:.1f}")
-    print(f"mode: {mode}")
+    mode = "under an init (--init) on both" if args.init else "as pid 1 (ignores SIGTERM) on both"
+    print(f"\nconvergence on one node, busybox sleep {mode}, N={n}, stop grace {GRACE} s on both; "
+          f"load {os.getloadavg()[0]:.1f}")
     print(f"{'step':<28}{'flotilla':>10}{'docker':>10}{'docker/flotilla':>17}")
     steps = {"create": f"create {n} -> running", "scale": f"scale {n} -> {2 * n}", "remove": f"rm {2 * n} -> none"}
     for key, label in steps.items():
@@ -371,20 +363,20 @@ def main() -> int:
             print(f"{label:<28}{ours[key]:>9.2f}s{theirs[key]:>9.2f}s{theirs[key] / ours[key]:>16.1f}x")
         else:
             print(f"{label:<28}{ours[key]:>9.2f}s{'-':>10}{'-':>17}")
-    beyond = f"rm: beyond the {GRACE} s grace"  # with --init nothing waits for it: no such row
-    if not args.init and theirs:
+    beyond = f"rm: beyond the {GRACE} s grace"
+    if theirs and not args.init:  # with an init no grace is waited out: the rm row is the removal itself
         print(f"{beyond:<28}{ours['remove'] - GRACE:>9.2f}s{theirs['remove'] - GRACE:>9.2f}s"
               f"{(theirs['remove'] - GRACE) / max(ours['remove'] - GRACE, 0.01):>16.1f}x")
-    elif not args.init:
-        print(f"{beyond:<28}{ours['remove'] - GRACE:>9.2f}s")
-    if not theirs:
+    elif not theirs:
+        if not args.init:
+            print(f"{beyond:<28}{ours['remove'] - GRACE:>9.2f}s")
         ref = ", ".join(f"{k} {v[1]} s ({v[0]} replicas)" for k, v in REFERENCE.items())
         why = "--docker none" if args.docker == "none" else "no Docker engine and no dockerd binary"
-        print(f"({why}; Docker's reference measured here before, without init: {ref})")
+        print(f"({why}; Docker's reference measured here before: {ref})")
     print(f"memory with {2 * n} tasks, flotilla: {fmt_memory(ours['memory'])}")
     if theirs:
         print(f"memory with {2 * n} tasks, docker:   {fmt_memory(theirs['memory'])}")
-    print(json.dumps({"init": args.init, "flotilla": ours, "docker": theirs}))
+    print(json.dumps({"flotilla": ours, "docker": theirs}))
     return 0
 
 

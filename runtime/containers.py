@@ -1,9 +1,18 @@
 """Container records on disk and the rules that turn a spec plus an image into a process.
 
-`containers/<id>/config.json` holds the spec, the resolved process (args, env, cwd, user), the
-image's lower dirs, the mounts and the runtime state (pids with their start times, times, exit
-code, restart count). It is written atomically; the *status* is never stored but derived from
-the files the shim leaves (exit file, shim pid alive) so it is right after any crash.
+A record holds the spec, the resolved process (args, env, cwd, user), the image's lower dirs,
+the mounts and the runtime state (pids with their start times, times, exit code, restart count).
+The *status* is never stored but derived from the files the shim leaves (exit file, shim pid
+alive) so it is right after any crash.
+
+On disk a record is `containers/<id>/config.json` (written at create, atomically) followed by
+`state.log`, a journal of complete records, one JSON line per change, appended with one write(2):
+the last line that parses is the record. Replacing config.json by rename on every change cost
+~1.4 ms per save on this ext4 (a rename over an existing file makes ext4 allocate and flush the
+new file's blocks, `auto_da_alloc`), an append ~20 us; a container is saved at least twice per
+run (start, exit). A kill -9 cannot tear a write(2); a power loss may lose or tear the newest
+line unless it was fsynced (`durable`), and then the line before it (or config.json) holds.
+After COMPACT_AFTER lines the newest record becomes config.json again and the journal goes.
 """
 from __future__ import annotations
 
@@ -23,6 +32,8 @@ from .spec import ContainerSpec, merge_env
 
 _ID_RE = re.compile(r"^[0-9a-f]{64}$")
 BUNDLE_DIRS = ("upper", "work", "rootfs", "exec")
+JOURNAL = "state.log"
+COMPACT_AFTER = 32
 
 
 @dataclass
@@ -97,10 +108,11 @@ class ContainerStore:
         self.dir.mkdir(exist_ok=True)
         self.records: dict[str, dict[str, Any]] = {}
         self.reaper = Reaper()
+        self._lines: dict[str, int] = {}  # journal lines per container, for compaction
         for entry in self.dir.iterdir():
             if _ID_RE.match(entry.name):
                 try:
-                    self.records[entry.name] = read_json(entry / "config.json")
+                    self.records[entry.name] = self._load(entry)
                 except (FileNotFoundError, ValueError) as e:
                     # Only a never-started container's record is written without fsync (see
                     # create), so only such a one can be torn by a power loss: it is dropped.
@@ -109,6 +121,20 @@ class ContainerStore:
                         raise RuntimeFault(f"{entry / 'config.json'} is unreadable ({e}): "
                                            "repair or remove that container's directory") from None
                     remove_tree(entry)
+
+    def _load(self, bundle: Path) -> dict[str, Any]:
+        """The newest record: the journal's last complete line, else config.json."""
+        try:
+            lines = (bundle / JOURNAL).read_bytes().splitlines()
+        except FileNotFoundError:
+            lines = []
+        self._lines[bundle.name] = len(lines)
+        for line in reversed(lines):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue  # torn by a power loss: the line before holds
+        return read_json(bundle / "config.json")
 
     def bundle(self, cid: str) -> Path:
         return self.dir / cid
@@ -145,13 +171,29 @@ class ContainerStore:
         return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()  # compact: C encoder (fsutil)
 
     def write(self, cid: str, data: bytes, durable: bool = True) -> None:
-        """Replace the record on disk with what `encode` returned (see `save`)."""
-        atomic_write_bytes(self.bundle(cid) / "config.json", data, durable=durable)
+        """Append what `encode` returned to the container's journal (see `save` and the module doc)."""
+        bundle = self.bundle(cid)
+        if self._lines.get(cid, 0) >= COMPACT_AFTER:
+            atomic_write_bytes(bundle / "config.json", data, durable=durable)
+            (bundle / JOURNAL).unlink(missing_ok=True)  # a crash before this leaves the same record in both
+            self._lines[cid] = 0
+            return
+        fd = os.open(bundle / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            line = memoryview(data + b"\n")
+            while line:  # a regular file takes it whole unless the disk is full (which raises)
+                line = line[os.write(fd, line):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._lines[cid] = self._lines.get(cid, 0) + 1
 
     def delete(self, cid: str) -> None:
         """The bundle is renamed away at once; its files are deleted by the reaper thread."""
         trash = to_trash(self.bundle(cid))
         self.records.pop(cid, None)
+        self._lines.pop(cid, None)
         if trash is not None:
             self.reaper.delete(trash)
 

@@ -22,6 +22,7 @@ from .network import files as netfiles
 from .spec import ContainerSpec
 
 DEFAULT_CGROUP_PARENT = "flotilla"
+NEW_NETNS = "new"  # `setup`'s answer for network none: the shim creates the namespace (CLONE_NEWNET)
 
 
 def instance_for(cgroup_parent: str) -> str:
@@ -83,13 +84,20 @@ class NetWiring:
 
     # ------------------------------------------------------------------ start / stop
     def setup(self, record: dict[str, Any], exposed: dict[str, Any]) -> str:
-        """Before the shim starts: namespace, endpoints, published ports; the netns path ("" for host).
+        """Before the shim starts: namespace, endpoints, published ports; the netns path ("" for host,
+        NEW_NETNS for network none).
 
-        On any failure everything made here is released again, so a failed start leaks nothing.
+        A container on network none gets a namespace with nothing but `lo` in it, which nobody
+        else ever joins (connect refuses it): the shim makes it when it clones the container and
+        brings `lo` up, so the host holds no state of it (no bind mount, no record) and nothing
+        is left to release. On any failure everything made here is released again, so a failed
+        start leaks nothing.
         """
         cid = record["id"]
         self.nm.release(cid)  # leftovers of a previous run that no exit query finalized
         nets = [(self.nm.network(n["network"]), n) for n in configured(record)]
+        if nets[0][0].driver == "null":
+            return NEW_NETNS
         try:
             if nets[0][0].driver == "host":
                 self.nm.connect(cid, "host")
@@ -117,9 +125,13 @@ class NetWiring:
                     ports.append(PortMapping(int(port), proto or "tcp"))
         return ports
 
-    def files(self, cid: str) -> dict[str, bytes]:
+    def files(self, record: dict[str, Any]) -> dict[str, bytes]:
         """/etc/resolv.conf, /etc/hosts, /etc/hostname of a set-up container."""
-        return {dest: text.encode() for dest, text in self.nm.container_files(cid).items()}
+        if self.nm.network(configured(record)[0]["network"]).driver == "null":
+            texts = self.nm.isolated_files(record["process"]["hostname"] or record["id"][:12])
+        else:
+            texts = self.nm.container_files(record["id"])
+        return {dest: text.encode() for dest, text in texts.items()}
 
     def release(self, cid: str) -> None:
         self.nm.release(cid)
@@ -204,10 +216,12 @@ class NetWiring:
             "Gateway": first.get("Gateway", ""), "MacAddress": first.get("MacAddress", ""),
         }
 
-    def network_document(self, ref: str, names: dict[str, str]) -> dict[str, Any]:
-        """`network inspect`: Docker's document, with the running containers attached to it."""
+    def network_document(self, ref: str, names: dict[str, str], isolated: list[str]) -> dict[str, Any]:
+        """`network inspect`: Docker's document, with the running containers attached to it
+        (`isolated`: the running containers on network none, which have no network state)."""
         net = self.nm.network(ref)
-        containers = {}
+        containers = {cid: {"Name": names.get(cid, ""), "MacAddress": "", "IPv4Address": "", "IPv6Address": ""}
+                      for cid in (isolated if net.driver == "null" else [])}
         for cid in self.nm.containers():
             for e in self.nm.endpoints(cid):
                 if e.network_id == net.id:

@@ -135,10 +135,10 @@ class ShimConfig:
     tty: bool = False
     stdin: bool = False
     wait_attach: bool = False
-    init: bool = False   # an in-process init is pid 1, the command its child (container only)
     log: str | None = None
     pid: int | None = None
     oom_score_adj: int | None = None
+    init: bool = False  # `--init`: the container's pid 1 forwards signals to the command and reaps
 
     @classmethod
     def for_exec(cls, pid: int, args: list[str], **kw: object) -> ShimConfig:
@@ -156,8 +156,6 @@ class ShimConfig:
                 raise ValueError("netns: joining a network namespace excludes 'net' from namespaces")
             if self.hostname and "uts" not in self.namespaces:
                 raise ValueError("hostname: needs the uts namespace (it would rename the host)")
-        elif self.init:
-            raise ValueError("init: an exec runs under the container's init, it cannot have one of its own")
         if self.upperdir and not self.workdir:
             raise ValueError("workdir: an overlay upperdir needs a workdir on the same filesystem")
         for ns in self.namespaces:

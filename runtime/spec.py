@@ -71,7 +71,7 @@ class ContainerSpec:
     network_aliases: list[str] = field(default_factory=list)
     ports: list[str] = field(default_factory=list)  # -p specs as typed (parse_port_spec)
     publish_all: bool = False      # -P: every EXPOSEd port of the image on a random host port
-    init: bool = False             # --init: an init as pid 1 forwards signals and reaps zombies
+    init: bool = False             # --init: an init as pid 1 forwards signals to the command and reaps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,8 +159,6 @@ def validate_spec(spec: ContainerSpec) -> None:
     if spec.stop_timeout < 0:
         raise InvalidArgument("stop timeout must not be negative")
     parse_signal(spec.stop_signal)
-    if not isinstance(spec.init, bool):
-        raise InvalidArgument(f"init must be true or false, got {spec.init!r}")
     validate_restart_policy(spec.restart_policy, spec.auto_remove)
     seen: set[str] = set()
     for m in spec.mounts:

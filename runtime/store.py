@@ -34,9 +34,15 @@ def digest_bytes(data: bytes) -> str:
 class ContentStore:
     """Blobs by digest; writes are verified and atomic, reads are plain files."""
 
+    SMALL = 64 * 1024  # image configs and manifests: read on every container create and start
+    CACHED = 512
+
     def __init__(self, root: Path) -> None:
         self.dir = root / "blobs" / "sha256"
         self.dir.mkdir(parents=True, exist_ok=True)
+        # Small blobs by digest. A blob never changes (it is named by its hash and written only
+        # if the hash matches), so the only invalidation is its deletion.
+        self._small: dict[str, bytes] = {}
 
     def path(self, digest: str) -> Path:
         return self.dir / check_digest(digest)
@@ -48,10 +54,18 @@ class ContentStore:
         return self.path(digest).stat().st_size
 
     def read(self, digest: str) -> bytes:
+        data = self._small.get(digest)
+        if data is not None:
+            return data
         try:
-            return self.path(digest).read_bytes()
+            data = self.path(digest).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"blob {digest} is not in the content store") from None
+        if len(data) <= self.SMALL:
+            if len(self._small) >= self.CACHED:
+                self._small.clear()
+            self._small[digest] = data
+        return data
 
     def open(self, digest: str) -> BinaryIO:
         try:
@@ -90,6 +104,7 @@ class ContentStore:
         return digest
 
     def delete(self, digest: str) -> None:
+        self._small.pop(digest, None)
         self.path(digest).unlink(missing_ok=True)
 
     def digests(self) -> list[str]:

@@ -26,8 +26,7 @@ def add_container_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--read-only", action="store_true", help="mount the root filesystem read-only")
     p.add_argument("--restart", default="no", help="no | on-failure[:N] | always | unless-stopped")
     p.add_argument("--rm", action="store_true", help="remove the container when it exits")
-    p.add_argument("--init", action="store_true",
-                   help="run an init as pid 1 that forwards signals and reaps zombies")
+    p.add_argument("--init", action="store_true", help="run an init inside the container that forwards signals and reaps processes")
     p.add_argument("--network", "--net", default="bridge", help="bridge (default) | host | none | a network's name")
     p.add_argument("--ip", default="", help="IPv4 address on a user network")
     p.add_argument("--network-alias", action="append", default=[], help="network-scoped alias for the container")
@@ -101,8 +100,7 @@ def container_spec(pb, args: argparse.Namespace):
         readonly_rootfs=args.read_only, restart_policy=args.restart, auto_remove=args.rm,
         network_mode=args.network, memory=args.memory, cpus=args.cpus, cpu_shares=args.cpu_shares,
         pids_limit=args.pids_limit, labels=parse_labels(args.label), stop_signal=args.stop_signal,
-        ip=args.ip, network_aliases=args.network_alias, ports=args.publish, publish_all=args.publish_all,
-        init=args.init,
+        ip=args.ip, network_aliases=args.network_alias, ports=args.publish, publish_all=args.publish_all, init=args.init,
     )
     if args.command:
         spec.cmd.extend(args.command)

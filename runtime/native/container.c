@@ -10,6 +10,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/openat2.h>
+#include <net/if.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -466,6 +467,21 @@ static void switch_user(const struct ident *id) {
         DIE_ERRNO("setuid %u", id->uid);
 }
 
+/* A network namespace made at clone time (network "none") holds only `lo`, and down: bring it up
+ * as Docker does. Doing it here instead of in the agent saves the agent a namespace to create,
+ * bind-mount and later delete for every such container: nothing of it exists on the host. */
+static void loopback_up(void) {
+    struct ifreq ifr = {0};
+    strcpy(ifr.ifr_name, "lo");
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0 || ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        DIE_ERRNO("read the flags of lo%s", "");
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        DIE_ERRNO("bring lo up%s", "");
+    close(s);
+}
+
 static void set_rlimits(const struct conf *c) {
     static const struct {
         const char *name;
@@ -495,7 +511,7 @@ static void set_rlimits(const struct conf *c) {
 
 /* ---- stdio ---- */
 
-static void send_fd(int sock, int fd) {
+static void send_fd(int sock, int fd, const char *what) {
     char dummy = 'p';
     struct iovec iov = {.iov_base = &dummy, .iov_len = 1};
     union {
@@ -509,7 +525,7 @@ static void send_fd(int sock, int fd) {
     cm->cmsg_len = CMSG_LEN(sizeof(int));
     memcpy(CMSG_DATA(cm), &fd, sizeof fd);
     if (sendmsg(sock, &m, 0) < 0)
-        DIE_ERRNO("send pty master%s", "");
+        DIE_ERRNO("send %s to the shim", what);
 }
 
 /* A pty from the container's own devpts, so the slave's name exists inside; the master goes to the shim. */
@@ -542,7 +558,7 @@ static void setup_tty(int sock, uid_t uid, int console) {
         DIE_ERRNO("chown pty slave%s", "");
     if (console)
         bind_console(master);
-    send_fd(sock, master);
+    send_fd(sock, master, "the pty master");
     close(master);
     close(sock);
     for (int i = 0; i < 3; i++)
@@ -613,6 +629,56 @@ static void resolve_and_exec(const struct conf *c, char **envp) {
     die(EXIT_SETUP, "exec: \"%s\": %s", name, strerror(e));
 }
 
+/* `--init` (Docker's docker-init, i.e. tini): this process stays the container's pid 1 and runs the
+ * command as its child. A pid-namespace init gets no signal it has no handler for, so a plain
+ * `sleep` as pid 1 ignores `docker stop`'s SIGTERM and waits out the grace period; as the child it
+ * dies at once. The init forwards every signal it gets to the child, reaps every process that
+ * ends up its child (orphans included), and exits with the child's status (128+signal when it
+ * was killed, as a shell and tini report it). The child gets its own process group, the
+ * terminal's foreground one with a tty, so that ^C reaches it and not the init. Returns in the
+ * child only, with signals as they were; the init never returns. */
+static void run_as_init(int tty) {
+    sigset_t all, old;
+    sigfillset(&all);
+    /* Faults only the init's own code could raise stay deadly: it must never hang on one. */
+    int faults[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS, SIGABRT};
+    for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
+        sigdelset(&all, faults[i]);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    pid_t child = fork();
+    if (child < 0)
+        DIE_ERRNO("fork the command under the init%s", "");
+    if (child == 0) {
+        setpgid(0, 0);
+        if (tty)
+            (void)tcsetpgrp(0, getpid()); /* SIGTTOU is blocked here: no stop for a background caller */
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        return;
+    }
+    /* Only stdio stays open: the error pipe reaches the shim through the child alone now (it
+     * closes at the child's execve, or carries its exec error), and no other fd of the shim's
+     * (its pidfd, ...) may stay within the container's reach. */
+    syscall(SYS_close_range, 3U, ~0U, 0U);
+    g_errpipe = -1;
+    set_cmdline("flotilla-init"); /* not the shim's command line with the bundle's host path */
+    prctl(PR_SET_NAME, "flotilla-init", 0, 0, 0);
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&all, &si);
+        if (sig < 0)
+            continue;
+        if (sig != SIGCHLD) {
+            kill(child, sig);
+            continue;
+        }
+        int st;
+        pid_t p;
+        while ((p = waitpid(-1, &st, WNOHANG)) > 0)
+            if (p == child)
+                _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    }
+}
+
 /* Environment for execve: the configured one, plus HOME (from passwd) and PATH when missing, as Docker. */
 static char **build_env(const struct conf *c, const struct ident *id) {
     char **envp = calloc((size_t)c->env.n + 3, sizeof(char *));
@@ -636,105 +702,6 @@ static void join_namespaces(const struct child_io *io) {
     for (int i = 0; i < 6; i++)
         if (io->ns_fds[i] >= 0 && types[i] && setns(io->ns_fds[i], types[i]) < 0)
             DIE_ERRNO("join the container's namespace (type %#x)", types[i]);
-}
-
-/* ---- the in-process init (`--init`) ---- */
-
-/* Signals the init leaves unblocked: faults that only its own code could raise. */
-static int init_keeps_default(int s) {
-    return s == SIGKILL || s == SIGSTOP || s == SIGSEGV || s == SIGBUS || s == SIGILL || s == SIGFPE ||
-           s == SIGTRAP || s == SIGSYS || s == SIGABRT;
-}
-
-/* The init is a fork of the shim, so its command line is the shim's (host paths of the bundle):
- * `top` and /proc/1/cmdline in the container show "flotilla-init" instead. The argument area is
- * overwritten in place (no capability needed); its bounds come from /proc/self/stat. */
-static void name_init(void) {
-    (void)prctl(PR_SET_NAME, "flotilla-init", 0, 0, 0);
-    char *stat = slurp("/proc/self/stat"), *p = stat ? strrchr(stat, ')') : NULL;
-    unsigned long start = 0, end = 0;
-    for (int field = 2; p && *p && field < 49;) { /* field 2 ends at ')'; 48 and 49 are arg_start/end */
-        p = strchr(p + 1, ' ');
-        if (!p)
-            break;
-        field++;
-        if (field == 48)
-            start = strtoul(p + 1, NULL, 10);
-        else if (field == 49)
-            end = strtoul(p + 1, NULL, 10);
-    }
-    free(stat);
-    static const char name[] = "flotilla-init";
-    if (start && end > start + sizeof name) {
-        memset((void *)start, 0, end - start);
-        memcpy((void *)start, name, sizeof name);
-    }
-}
-
-/* What tini does as Docker's `--init`, without a binary in the container: the caller becomes the
- * command's parent and stays pid 1. Every signal it can catch is blocked and taken synchronously
- * (a blocked signal is queued even for a pid-namespace init, whose SIG_DFL signals the kernel
- * drops), then forwarded to the child (its pid, not its process group, as tini by default);
- * SIGCHLD reaps every zombie, orphans included (the init is the subreaper when it is not pid 1
- * of its own namespace); the child's end is the init's: its exit code, or 128+signal. The init
- * already has the command's identity, capabilities and no_new_privs, and keeps only fds 0-2.
- * Returns in the child, which then execs the command (an exec failure still reaches the error
- * pipe, and the init exits with the same 126/127). Never returns in the init. */
-static void run_init(const struct conf *c) {
-    uint64_t blocked = 0, none = 0;
-    for (int s = 1; s <= 64; s++)
-        if (!init_keeps_default(s))
-            blocked |= 1ULL << (s - 1);
-    /* Blocked before fork, so a signal in between is queued for the init, not lost. */
-    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &blocked, NULL, sizeof blocked);
-    name_init(); /* before the fork: the command's exec replaces the child's copy */
-    /* The command starts once the init holds no other fd: the init's close_range closes the
-     * write end, which the child waits for as EOF (nothing is ever written). */
-    int ready[2];
-    if (pipe2(ready, O_CLOEXEC) < 0)
-        DIE_ERRNO("pipe%s", "");
-    pid_t init = getpid();
-    pid_t child = fork();
-    if (child < 0)
-        DIE_ERRNO("fork the command under the init%s", "");
-    if (child == 0) {
-        /* The command dies with its init, as it would with its shim (fork cleared the setting). */
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != init)
-            _exit(EXIT_SETUP);
-        close(ready[1]);
-        char byte;
-        while (read(ready[0], &byte, 1) < 0 && errno == EINTR)
-            ;
-        close(ready[0]);
-        /* Its own process group, in the foreground of the tty, so a ^C from the terminal reaches
-         * it once (through the group) rather than twice (group + forwarded by the init). */
-        if (setpgid(0, 0) < 0)
-            DIE_ERRNO("setpgid%s", "");
-        if (c->tty && tcsetpgrp(0, getpid()) < 0)
-            DIE_ERRNO("make the command the tty's foreground process group%s", "");
-        syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof none);
-        return;
-    }
-    syscall(SYS_close_range, 3U, ~0U, 0U); /* error pipe, shim pidfd, `ready`, any inherited fd */
-    (void)prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    for (;;) {
-        siginfo_t si;
-        int s = (int)syscall(SYS_rt_sigtimedwait, &blocked, &si, NULL, sizeof blocked);
-        if (s < 0)
-            continue; /* EINTR (a stop/continue); nothing else can fail with a valid mask */
-        if (s != SIGCHLD) {
-            kill(child, s);
-            continue;
-        }
-        int status;
-        pid_t p;
-        while ((p = waitpid(-1, &status, WNOHANG)) > 0)
-            if (p == child) {
-                while (waitpid(-1, NULL, WNOHANG) > 0) /* the rest of the zombies, then go */
-                    ;
-                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-            }
-    }
 }
 
 void container_main(const struct conf *c, const struct child_io *io) {
@@ -780,7 +747,18 @@ void container_main(const struct conf *c, const struct child_io *io) {
     } else {
         if (c->ns_cgroup && unshare(CLONE_NEWCGROUP) < 0)
             DIE_ERRNO("new cgroup namespace%s", "");
+        if (c->ns_flags & CLONE_NEWNET)
+            loopback_up();
         setup_rootfs(c); /* main() made sure there is a mount namespace and a rootfs */
+        if (io->rootsock >= 0) {
+            /* The shim keeps a reference to the overlay past our exit (see release_rootfs in shim.c). */
+            int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (root < 0)
+                DIE_ERRNO("open the new root%s", "");
+            send_fd(io->rootsock, root, "the root");
+            close(root);
+            close(io->rootsock);
+        }
         if (c->hostname && sethostname(c->hostname, strlen(c->hostname)) < 0)
             DIE_ERRNO("sethostname %s", c->hostname);
     }
@@ -814,7 +792,7 @@ void container_main(const struct conf *c, const struct child_io *io) {
     if (c->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         DIE_ERRNO("set no_new_privs%s", "");
     if (c->init && !io->exec_mode)
-        run_init(c);
+        run_as_init(c->tty);
     resolve_and_exec(c, build_env(c, &id));
     _exit(EXIT_SETUP); /* not reached: resolve_and_exec either execs or dies */
 }

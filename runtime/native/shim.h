@@ -22,8 +22,7 @@ struct conf {
     struct strlist args, env, cgroups, mounts, masked, readonly_paths, rlimits;
     const char *cwd, *user, *hostname, *lowerdir, *upperdir, *workdir, *rootfs;
     const char *netns, *log, *oom_score_adj;
-    int readonly, no_new_privs, tty, stdin_open, wait_attach;
-    int init;          /* an in-process init stays pid 1 and runs the command as its child */
+    int readonly, no_new_privs, tty, stdin_open, wait_attach, init;
     int ns_flags;      /* CLONE_NEW* passed to clone (never CLONE_NEWCGROUP) */
     int ns_cgroup;     /* unshare(CLONE_NEWCGROUP) after joining the cgroups */
     int caps_set;      /* 0: keep every capability */
@@ -35,6 +34,8 @@ struct conf {
 struct child_io {
     int errpipe;       /* close-on-exec; a failure is written here as "<code> <message>" */
     int ptysock;       /* tty: the child sends the pty master over it; else -1 */
+    int rootsock;      /* run mode with a rootfs: the child sends an O_PATH fd of its new root over
+                          it, so the shim holds the overlay mount past the container's exit; else -1 */
     int stdin_fd, stdout_fd, stderr_fd; /* non-tty: the child's ends of the pipes */
     int ns_fds[6];     /* exec mode: namespaces to join (-1: already shared) */
     int shim_pidfd;    /* pidfd of the shim: readable once it has died */
@@ -65,5 +66,10 @@ int write_full(int fd, const void *buf, size_t len);
 int write_file_atomic(const char *path, const char *data, size_t len);
 int write_string(const char *path, const char *s);
 int mkdir_all(const char *path, mode_t mode);
+/* This process's argv strings (main sets them), and a way to show `text` as its command line in
+ * /proc/<pid>/cmdline instead: for processes forked from the shim that are not "the shim of
+ * <bundle>" (the runtime recognises a shim by that command line). */
+extern char *g_args_start, *g_args_end;
+void set_cmdline(const char *text);
 
 #endif

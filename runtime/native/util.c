@@ -87,3 +87,14 @@ int mkdir_all(const char *path, mode_t mode) {
         return -1;
     return 0;
 }
+
+char *g_args_start, *g_args_end;
+
+void set_cmdline(const char *text) {
+    if (!g_args_start)
+        return;
+    size_t room = (size_t)(g_args_end - g_args_start);
+    size_t n = strlen(text) < room ? strlen(text) : room;
+    memcpy(g_args_start, text, n);
+    memset(g_args_start + n, 0, room - n);
+}

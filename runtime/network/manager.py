@@ -446,6 +446,12 @@ class NetworkManager:
             ctr = self._containers.get(container_id)
             return list(ctr.ports) if ctr else []
 
+    def isolated_files(self, hostname: str) -> dict[str, str]:
+        """The same files for a container on network none (only `lo`: no address, no DNS server of ours)."""
+        host_resolv = files.read_host_resolv_conf(self.resolv_conf)
+        return {"/etc/resolv.conf": files.resolv_conf_default(host_resolv, ""), "/etc/hosts": files.hosts(hostname),
+                "/etc/hostname": files.hostname(hostname)}
+
     def container_files(self, container_id: str) -> dict[str, str]:
         """Contents of /etc/resolv.conf, /etc/hosts and /etc/hostname for the container."""
         with self._lock:

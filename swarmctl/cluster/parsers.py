@@ -52,7 +52,7 @@ def register(sub) -> None:
     p.add_argument("--restart-max-attempts", type=int, default=0, help="give up after this many restarts (0: never)")
     p.add_argument("--label", action="append", default=[], help="service label k=v (repeatable)")
     p.add_argument("--stop-grace-period", default=None, help="time to wait after the stop signal before SIGKILL, e.g. 2s (default 10s)")
-    p.add_argument("--init", action="store_true", help="run an init as each task's pid 1: it forwards signals, reaps zombies")
+    p.add_argument("--init", action="store_true", help="run an init inside each task's container that forwards signals and reaps processes")
     p.add_argument("--network", action="append", default=[],
                    help="attach to a cluster network: NAME or name=NAME,alias=ALIAS (repeatable)")
     p.add_argument("-p", "--publish", action="append", default=[],
@@ -78,7 +78,7 @@ def register(sub) -> None:
     p.add_argument("--network-add", action="append", default=[], help="attach to a cluster network: NAME or name=NAME,alias=A")
     p.add_argument("--network-rm", action="append", default=[], help="detach from a cluster network (name or id)")
     p.add_argument("--init", action=argparse.BooleanOptionalAction, default=None,
-                   help="run (--no-init: stop running) an init as each task's pid 1")
+                   help="run an init inside the tasks' containers (--no-init: not)")
     _resource_flags(p)
     p.add_argument("service", metavar="SERVICE")
     p = _cmd(service, "rm", "service", "rm", "remove services")

@@ -33,7 +33,6 @@ def create(stub, args) -> int:
     c.image = args.image
     c.args.extend(args.args)
     c.env.extend(args.env)
-    c.init = args.init
     if args.mode == "global":
         if args.replicas is not None:
             raise ClusterError("--replicas applies to replicated services only")
@@ -56,6 +55,7 @@ def create(stub, args) -> int:
     spec.task.restart.max_attempts = args.restart_max_attempts
     if args.stop_grace_period is not None:
         c.stop_grace_period.FromNanoseconds(duration_ns(args.stop_grace_period))
+    c.init = args.init
     for text in args.network:
         spec.task.networks.append(network_attachment(text))
     for text in args.publish:

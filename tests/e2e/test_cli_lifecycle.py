@@ -38,6 +38,15 @@ def test_create_start_stop_restart_kill_wait_rm(ctl, agent):
     assert agent.container_ids() == []
 
 
+def test_run_init_stops_at_the_stop_signal(ctl, agent):
+    """`run --init`: the command is the init's child, so the stop signal ends a `sleep` at once (143)."""
+    cid = ctl("run", "-d", "--init", "--stop-timeout", "30", IMAGE, "sleep", "1000").stdout.strip()
+    assert agent.inspect(cid)["HostConfig"]["Init"] is True
+    assert [line.split()[-1] for line in ctl("top", cid).stdout.splitlines()[1:]] == ["flotilla-init", "1000"]
+    ctl("stop", cid)
+    assert agent.inspect(cid)["State"]["ExitCode"] == 143
+
+
 def test_wait_blocks_until_exit(ctl):
     cid = ctl("run", "-d", IMAGE, "sh", "-c", "sleep 0.5; exit 7").stdout.strip()
     assert ctl("wait", cid).stdout == "7\n"

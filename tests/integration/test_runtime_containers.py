@@ -113,10 +113,30 @@ def test_lifecycle_exit_code_logs_inspect_remove(rt, unique):
         rt.get(c.id)
 
 
+def test_network_none_namespace_is_the_shims_own(rt, unique):
+    """On network none the shim makes the namespace at clone time: no bind mount or record on the
+    host while it runs, and `network inspect none` still lists the container."""
+    c = rt.create(ContainerSpec(image="busybox", cmd=["sleep", "1000"], network_mode="none", name=f"iso-{unique}"))
+    rt.start(c.id)
+    try:
+        pid = rt.get(c.id).pid
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        assert c.id not in Path("/proc/self/mountinfo").read_text()
+        assert c.id not in rt.net.nm.containers()
+        assert list(rt.network_inspect("none")["Containers"]) == [c.id]
+        assert rt.inspect(c.id)["NetworkSettings"]["Networks"]["none"]["IPAddress"] == ""
+    finally:
+        rt.remove(c.id, force=True)
+    assert rt.network_inspect("none")["Containers"] == {}
+
+
 def test_generated_name_and_isolation(rt, unique):
-    out, code = run(rt, "sh", "-c", "hostname; cat /proc/net/dev | grep -c :; ps | wc -l; id -u", network_mode="none")
-    hostname, netdevs, nprocs, uid = out.split()
+    out, code = run(rt, "sh", "-c", "hostname; cat /proc/net/dev | grep -c :; ps | wc -l; id -u; "
+                    "cat /sys/class/net/lo/flags; ping -c 1 -W 2 127.0.0.1 >/dev/null && echo reached",
+                    network_mode="none")
+    hostname, netdevs, nprocs, uid, lo_flags, ping = out.split()
     assert code == 0 and len(hostname) == 12 and netdevs == "1" and uid == "0"  # only lo in a new net ns
+    assert int(lo_flags, 16) & 1 and ping == "reached"  # lo is up (IFF_UP): the shim brought it up
     assert int(nprocs) <= 4  # header, sh, ps, wc: no host process is visible
     name = rt.list(all=True)[0].name
     assert "_" in name
@@ -449,9 +469,10 @@ def test_recover_adopts_running_containers_and_cleans_temp_mounts(rt, unique):
 def test_a_start_the_record_missed_is_adopted(rt, unique):
     """Crash between the shim's start and saving its pids: the shim's pid files are enough."""
     c = rt.create(ContainerSpec(image="busybox", cmd=["sleep", "1000"]))
-    before = json.loads((rt.root / "containers" / c.id / "config.json").read_text())
+    journal = rt.root / "containers" / c.id / "state.log"
+    assert not journal.exists()  # only the create's config.json so far
     rt.start(c.id)
-    (rt.root / "containers" / c.id / "config.json").write_text(json.dumps(before))  # as if never saved
+    journal.unlink()  # as if the start was never saved
     again = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}", default_subnet=subnet_for(unique))
     assert again.recover() == [c.id] and again.get(c.id).status == "running"
     assert again.get(c.id).pid == int((rt.root / "containers" / c.id / "init.pid").read_text())
@@ -459,10 +480,10 @@ def test_a_start_the_record_missed_is_adopted(rt, unique):
     assert again.get(c.id).exit_code == 137
     # the same on a second start: the record still names the first (dead) shim
     again.start(c.id)
-    config = again.root / "containers" / c.id / "config.json"
-    stale = json.loads(config.read_text())
+    stale = json.loads(journal.read_bytes().splitlines()[-1])
     stale["state"]["shim_pid"], stale["state"]["finalized"] = 999_999_999, True  # above any pid_max: an old shim
-    config.write_text(json.dumps(stale))
+    with open(journal, "a") as f:
+        f.write(json.dumps(stale) + "\n")
     third = Runtime(rt.root, cgroup_parent=f"flotilla-test-{unique}", default_subnet=subnet_for(unique))
     assert third.recover() == [c.id]
     third.stop(c.id, timeout=0)
@@ -503,3 +524,43 @@ def test_concurrent_creates_with_one_name(rt, unique):
     for t in threads:
         t.join()
     assert sum(isinstance(r, str) for r in results) == 1 and len(rt.list(all=True)) == 1
+
+
+def _states(rt: Runtime, cid: str) -> dict[int, tuple[str, str]]:
+    """pid -> (state letter, comm) of every process in the container's cgroup."""
+    out = {}
+    for path in rt._cgroup(cid).paths()[:1]:
+        for pid in (path / "cgroup.procs").read_text().split():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except FileNotFoundError:
+                continue
+            out[int(pid)] = (stat.rsplit(")", 1)[1].split()[0], stat[stat.index("(") + 1:stat.rindex(")")])
+    return out
+
+
+def test_init_forwards_the_stop_signal_reaps_and_passes_exit_codes_through(rt, unique):
+    """--init: an init is pid 1 and the command its child, so a `sleep` (which as pid 1 ignores
+    SIGTERM) dies of the stop signal at once: exit 143, not the grace period's 137."""
+    c = rt.create(ContainerSpec(image="busybox", cmd=["sh", "-c", "(sleep 0.2 &); exec sleep 1000"], init=True,
+                                network_mode="none", stop_timeout=30))
+    rt.start(c.id)
+    try:
+        wait_for(lambda: "sleep 1000" in [r["CMD"] for r in rt.top(c.id)])  # the shell has exec'd
+        rows = {r["CMD"]: r for r in rt.top(c.id)}
+        assert "flotilla-init" in rows and rows["sleep 1000"]["PPID"] == rows["flotilla-init"]["PID"]
+        assert rt.get(c.id).pid == rows["flotilla-init"]["PID"]
+        assert rt.inspect(c.id)["HostConfig"]["Init"] is True
+        time.sleep(0.6)  # the orphaned `sleep 0.2` ended meanwhile: the init reaped it, no zombie stays
+        assert [s for s, _ in _states(rt, c.id).values()].count("Z") == 0
+        assert sorted(comm for _, comm in _states(rt, c.id).values()) == ["flotilla-init", "sleep"]
+        rt.stop(c.id)
+        assert rt.get(c.id).exit_code == 143
+    finally:
+        rt.remove(c.id, force=True)
+    for cmd, code in ((["sh", "-c", "exit 3"], 3), (["sh", "-c", "kill -9 $$"], 137)):
+        out, got = run(rt, *cmd, init=True, network_mode="none")
+        assert got == code, (cmd, out)
+    with pytest.raises(StartFailed) as failed:
+        rt.start(rt.create(ContainerSpec(image="busybox", cmd=["nosuch"], init=True, network_mode="none")).id)
+    assert failed.value.exit_code == 127 and "executable file not found" in str(failed.value)

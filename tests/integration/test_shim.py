@@ -105,6 +105,31 @@ def test_true_exits_zero(bundle):
     assert not (bundle.dir / "attach.sock").exists()
 
 
+def _working_in(directory: Path) -> list[int]:
+    """Processes whose working directory is `directory` (a shim, and anything it forked, works in its bundle)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "cwd") == str(directory) and _alive(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_the_overlay_is_let_go_after_the_exit_by_a_child_of_the_shim(bundle):
+    """The shim holds the container's overlay past its exit and hands that last reference to a child
+    that exits at once (the kernel's sync of the upper filesystem runs there, after the exit status
+    is written): what the container wrote is in the upper dir, and nothing stays behind."""
+    status, _, _ = bundle.run(["sh", "-c", "echo kept > /written"])
+    assert (status.code, status.signal) == (0, 0)
+    assert (bundle.dir / "upper" / "written").read_text() == "kept\n"
+    deadline = time.monotonic() + 10
+    while _working_in(bundle.dir):
+        assert time.monotonic() < deadline, f"left running in the bundle: {_working_in(bundle.dir)}"
+        time.sleep(0.01)
+
+
 def test_exit_code(bundle):
     status, _, _ = bundle.run(["sh", "-c", "exit 42"])
     assert (status.code, status.signal) == (42, 0)

@@ -13,8 +13,9 @@ from flotilla.runtime import errors
 def test_spec_from_proto_parses_what_the_user_typed():
     msg = pb.ContainerSpec(image="busybox", cmd=["sh"], cmd_set=True, entrypoint_set=True, memory="1.5g",
                            restart_policy="on-failure:3", stop_timeout=0, stop_timeout_set=True,
-                           mounts=[pb.Mount(source="/src", destination="/dst", readonly=True)])
+                           mounts=[pb.Mount(source="/src", destination="/dst", readonly=True)], init=True)
     spec = convert.spec_from_proto(msg)
+    assert spec.init
     assert spec.cmd == ["sh"] and spec.entrypoint == []
     assert spec.memory == 3 << 29
     assert (spec.restart_policy.name, spec.restart_policy.max_retries) == ("on-failure", 3)
@@ -22,8 +23,7 @@ def test_spec_from_proto_parses_what_the_user_typed():
     assert spec.mounts[0].source == "/src" and spec.mounts[0].readonly
     unset = convert.spec_from_proto(pb.ContainerSpec(image="busybox"))
     assert unset.cmd is None and unset.entrypoint is None and unset.stop_timeout == 10
-    assert unset.network_mode == "bridge" and unset.restart_policy.name == "no"
-    assert unset.init is False and convert.spec_from_proto(pb.ContainerSpec(image="busybox", init=True)).init is True
+    assert unset.network_mode == "bridge" and unset.restart_policy.name == "no" and not unset.init
 
 
 @pytest.mark.parametrize("text", ["always:2", "on-failure:x"])

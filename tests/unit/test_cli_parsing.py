@@ -22,33 +22,19 @@ def test_run_flags_map_to_spec(tmp_path):
     spec = spec_for("-d", "--rm", "-it", "--name", "web", "-e", "C=3", "--env-file", str(env_file),
                     "-v", "/srv:/data:ro", "-v", "vol:/v", "-w", "/tmp", "-u", "app", "-h", "box",
                     "--read-only", "--network", "host", "-m", "64m", "--cpus", "0.5", "-c", "512",
-                    "--pids-limit", "20", "-l", "a=b", "--stop-signal", "SIGINT", "--stop-timeout", "3",
+                    "--pids-limit", "20", "-l", "a=b", "--stop-signal", "SIGINT", "--stop-timeout", "3", "--init",
                     "busybox", "sh", "-c", "echo hi")
     assert spec.image == "busybox" and spec.name == "web"
     assert list(spec.cmd) == ["sh", "-c", "echo hi"] and spec.cmd_set
     assert list(spec.env) == ["A=1", "B=2", "C=3"]
     assert [(m.source, m.destination, m.readonly) for m in spec.mounts] == [("/srv", "/data", True), ("vol", "/v", False)]
     assert (spec.workdir, spec.user, spec.hostname) == ("/tmp", "app", "box")
-    assert spec.tty and spec.stdin_open and spec.auto_remove and spec.readonly_rootfs
+    assert spec.tty and spec.stdin_open and spec.auto_remove and spec.readonly_rootfs and spec.init
+    assert not spec_for("busybox").init
     assert (spec.network_mode, spec.memory, spec.cpus, spec.cpu_shares, spec.pids_limit) == ("host", "64m", 0.5, 512, 20)
     assert dict(spec.labels) == {"a": "b"}
     assert (spec.stop_signal, spec.stop_timeout, spec.stop_timeout_set) == ("SIGINT", 3, True)
     assert not spec.entrypoint_set
-
-
-def test_init_flag():
-    assert spec_for("--init", "busybox", "sleep", "1").init is True
-    assert spec_for("busybox", "sleep", "1").init is False
-    assert list(spec_for("busybox", "sleep", "--init").cmd) == ["sleep", "--init"]  # the command's own flag
-
-
-def test_service_init_flags():
-    parser = build_parser()
-    assert parser.parse_args(["service", "create", "--name", "s", "--init", "busybox"]).init is True
-    assert parser.parse_args(["service", "create", "--name", "s", "busybox"]).init is False
-    assert parser.parse_args(["service", "update", "--init", "s"]).init is True
-    assert parser.parse_args(["service", "update", "--no-init", "s"]).init is False
-    assert parser.parse_args(["service", "update", "s"]).init is None  # unchanged
 
 
 def test_command_options_after_image_belong_to_the_command():

@@ -28,6 +28,7 @@ def task() -> pb.Task:
     c.mounts.add(type=pb.Mount.VOLUME, source="data", target="/data", readonly=True)
     c.stop_signal = "SIGINT"
     c.stop_grace_period.FromMilliseconds(2500)
+    c.init = True
     t.spec.resources.limits.nano_cpus = 500_000_000
     t.spec.resources.limits.memory_bytes = 64 << 20
     return t
@@ -38,7 +39,7 @@ def test_container_spec_from_task():
     assert spec.name == "web.2.abcdefghijklmnopqrstuvwxy" == container_name(task())
     assert spec.entrypoint == ["/bin/sh"] and spec.cmd == ["-c", "httpd -f"]
     assert spec.env == ["A=1"] and spec.workdir == "/tmp"
-    assert spec.restart_policy.name == "no"
+    assert spec.restart_policy.name == "no" and spec.init
     assert spec.memory == 64 << 20 and spec.cpus == 0.5
     assert spec.stop_signal == "SIGINT" and spec.stop_timeout == 3  # rounded up, never shortened
     assert [(m.source, m.destination, m.readonly) for m in spec.mounts] == [("data", "/data", True)]
@@ -60,9 +61,6 @@ def test_container_spec_defaults_and_global_name():
     assert spec.name == "agent.node9.t1"  # global tasks are named after their node
     assert spec.cmd is None and spec.entrypoint is None  # the image's
     assert grace_seconds(t) == 10
-    assert spec.init is False
-    t.spec.container.init = True
-    assert container_spec(t, "node9").init is True  # the service's --init reaches the runtime
 
 
 def test_relative_bind_source_is_refused():

@@ -31,7 +31,7 @@ def test_v2_layout_writes(v2root, unique):
     (v2root / f"flotilla-test-{unique}/nested/c1/memory.swap.max").write_text("max\n")
     cg.create(Resources(memory=64 << 20, cpus=1.5, cpu_shares=512, pids_limit=42))
     path = v2root / f"flotilla-test-{unique}" / "nested" / "c1"
-    assert cg.paths() == [path]
+    assert cg.paths() == (path,)
     for level in (v2root, v2root / f"flotilla-test-{unique}", v2root / f"flotilla-test-{unique}/nested"):
         assert (level / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
     assert (path / "memory.max").read_text() == str(64 << 20)

@@ -248,3 +248,43 @@ def test_reaper_deletes_trashed_trees_off_the_callers_thread(tmp_path):
     leftover = to_trash(tmp_path / "obj0")
     sweep_temps(tmp_path)  # what a crash before the reaper got to it leaves, recover() removes
     assert leftover is not None and os.listdir(tmp_path) == []
+
+
+def test_container_store_journal_keeps_the_newest_complete_record(tmp_path):
+    """Saves append to state.log; a torn last line (power loss) falls back to the line before."""
+    from flotilla.runtime.containers import JOURNAL, ContainerStore, new_state
+
+    store = ContainerStore(tmp_path)
+    cid = "d" * 64
+    record = {"id": cid, "name": "j", "state": new_state()}
+    store.create(record)
+    for n in (1, 2):
+        record["state"]["restart_count"] = n
+        store.save(record, durable=n == 2)
+    journal = store.bundle(cid) / JOURNAL
+    assert len(journal.read_bytes().splitlines()) == 2
+    assert ContainerStore(tmp_path).records[cid]["state"]["restart_count"] == 2
+    with open(journal, "ab") as f:
+        f.write(b'{"id": "' + cid.encode() + b'", "sta')  # the newest line, torn
+    assert ContainerStore(tmp_path).records[cid]["state"]["restart_count"] == 2
+    journal.write_bytes(b"{torn\n")  # nothing complete in the journal: config.json (the create) holds
+    assert ContainerStore(tmp_path).records[cid]["state"]["restart_count"] == 0
+
+
+def test_container_store_journal_is_compacted_into_config_json(tmp_path):
+    from flotilla.runtime.containers import COMPACT_AFTER, JOURNAL, ContainerStore, new_state
+
+    store = ContainerStore(tmp_path)
+    cid = "e" * 64
+    record = {"id": cid, "name": "k", "state": new_state()}
+    store.create(record)
+    for n in range(1, COMPACT_AFTER + 2):
+        record["state"]["restart_count"] = n
+        store.save(record, durable=False)
+    journal = store.bundle(cid) / JOURNAL
+    assert json.loads((store.bundle(cid) / "config.json").read_text())["state"]["restart_count"] == COMPACT_AFTER + 1
+    assert not journal.exists()
+    record["state"]["restart_count"] = 99
+    store.save(record, durable=False)  # a new journal on top of the compacted record
+    assert len(journal.read_bytes().splitlines()) == 1
+    assert ContainerStore(tmp_path).records[cid]["state"]["restart_count"] == 99
