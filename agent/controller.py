@@ -282,7 +282,8 @@ class TaskController:
     async def _stop(self, cid: str) -> None:
         """The stop signal, the task's grace period, then SIGKILL — all awaited on the shim's
         pidfd, without holding a thread or the runtime's lock while waiting, so hundreds of
-        tasks stop at once and their kills after the grace do not queue behind each other."""
+        tasks stop at once and their kills after the grace do not queue behind each other. The
+        grace is skipped when the kernel dropped the stop signal (`Runtime.stop` says why)."""
         fd = await asyncio.to_thread(self._rt.shim_pidfd, cid)
         if fd is None:
             return  # not running
@@ -290,10 +291,10 @@ class TaskController:
             for sig, wait in ((self.task.spec.container.stop_signal or "SIGTERM", grace_seconds(self.task)),
                               ("SIGKILL", KILL_WAIT)):
                 try:
-                    await asyncio.to_thread(self._rt.kill, cid, sig)
+                    reached = await asyncio.to_thread(self._rt.kill, cid, sig)
                 except errors.Conflict:
                     return  # not running any more
-                if await _exited(fd, wait):
+                if await _exited(fd, wait if reached else 0):
                     return
         finally:
             os.close(fd)

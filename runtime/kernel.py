@@ -61,6 +61,25 @@ def start_time(pid: int) -> int | None:
     return int(data[data.rindex(b")") + 2:].split()[19])
 
 
+def takes_signal(pid: int, sig: int) -> bool:
+    """Whether `sig` sent to `pid`, a pid namespace's init, can have any effect.
+
+    The kernel drops a signal sent to a namespace's init that the init neither catches nor
+    blocks (`sig_task_ignored`: SIGNAL_UNKILLABLE with SIG_DFL, or SIG_IGN); only SIGKILL and
+    SIGSTOP from an ancestor namespace get through. So a busybox `sleep` as pid 1 never sees a
+    SIGTERM, and waiting out a stop's grace period for it changes nothing but the time. Read from
+    /proc/<pid>/status (SigBlk, SigCgt); a process that is gone counts as taking it.
+    """
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            lines = f.read().splitlines()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    masks = {line[:6]: int(line[7:].strip(), 16) for line in lines if line[:6] in (b"SigBlk", b"SigCgt")}
+    bit = 1 << (sig - 1)
+    return len(masks) < 2 or bool((masks[b"SigBlk"] | masks[b"SigCgt"]) & bit)
+
+
 def open_pidfd(pid: int, started: int) -> int | None:
     """A pidfd for `pid` if it is still the process that started at `started`, else None."""
     if pid <= 0:

@@ -486,15 +486,19 @@ class Runtime:
             return self._info(cid).exit_code
 
     # ================================================================ signals
-    def _signal_init(self, cid: str, sig: int) -> None:
+    def _signal_init(self, cid: str, sig: int) -> bool:
+        """Send `sig` to the container's init; False only when the kernel dropped it (it neither
+        caught nor blocked it before and after the send: see `kernel.takes_signal`)."""
         st = self._store.records[cid]["state"]
         fd = kernel.open_pidfd(st["pid"], st["pid_start"])
         if fd is None:
-            return  # already gone: the shim is about to report the exit
+            return True  # already gone: the shim is about to report the exit
         try:
+            before = kernel.takes_signal(st["pid"], sig)
             _signal.pidfd_send_signal(fd, sig)
+            return before or kernel.takes_signal(st["pid"], sig)
         except ProcessLookupError:
-            pass
+            return True
         finally:
             os.close(fd)
 
@@ -519,14 +523,20 @@ class Runtime:
                 raise RuntimeFault(f"container {cid[:12]} did not die after SIGKILL")
 
     def stop(self, ref: str, timeout: int | None = None) -> None:
-        """Stop signal, up to `timeout` (default: the spec's stop_timeout) seconds, then SIGKILL."""
+        """Stop signal, up to `timeout` (default: the spec's stop_timeout) seconds, then SIGKILL.
+
+        The grace period is skipped when the kernel dropped the stop signal (a pid-1 process
+        without a handler for it, such as busybox `sleep`): nothing could end the wait but the
+        time, and SIGKILL follows either way.
+        """
         with self._lock:
             cid = self._find(ref)
             if self._status(cid) not in ("running", "paused"):
                 return
             record = self._store.records[cid]
             grace = record["spec"]["stop_timeout"] if timeout is None else timeout
-            self._signal_init(cid, parse_signal(record["process"]["stop_signal"]))
+            if not self._signal_init(cid, parse_signal(record["process"]["stop_signal"])):
+                grace = 0
             cg = self._cgroup(cid)
             if cg.frozen():
                 cg.thaw()  # the signal is pending; it is delivered once thawed
@@ -535,16 +545,18 @@ class Runtime:
                 self._force_kill(cid)
         self._status(cid)
 
-    def kill(self, ref: str, signal: str = "KILL") -> None:  # noqa: A002 (the API's name)
+    def kill(self, ref: str, signal: str = "KILL") -> bool:  # noqa: A002 (the API's name)
+        """Send a signal to the container's init; False when the kernel dropped it (see stop)."""
         sig = parse_signal(signal)
         with self._lock:
             cid = self._find(ref)
             status = self._status(cid)
             if status not in ("running", "paused"):
                 raise Conflict(f"cannot kill container {ref}: container is not running")
-            self._signal_init(cid, sig)
+            reached = self._signal_init(cid, sig)
             if sig == _signal.SIGKILL and status == "paused":
                 self._cgroup(cid).thaw()
+            return reached
 
     def restart(self, ref: str, timeout: int | None = None) -> None:
         self.stop(ref, timeout)

@@ -637,6 +637,8 @@ static void resolve_and_exec(const struct conf *c, char **envp) {
  * was killed, as a shell and tini report it). The child gets its own process group, the
  * terminal's foreground one with a tty, so that ^C reaches it and not the init. Returns in the
  * child only, with signals as they were; the init never returns. */
+static void init_noop(int sig) { (void)sig; }
+
 static void run_as_init(int tty) {
     sigset_t all, old;
     sigfillset(&all);
@@ -673,10 +675,18 @@ static void run_as_init(int tty) {
         sigprocmask(SIG_SETMASK, &old, NULL);
         return;
     }
+    /* Handlers that never run (every such signal is blocked and taken by sigwaitinfo) but make the
+     * signals "caught": while the init waits in sigwaitinfo, /proc shows them unblocked, and the
+     * runtime decides from SigCgt/SigBlk whether a stop signal reached the init (kernel.takes_signal). */
+    struct sigaction noop = {.sa_handler = init_noop};
+    sigfillset(&noop.sa_mask);
+    for (int s = 1; s <= 64; s++)
+        if (sigismember(&all, s))
+            (void)sigaction(s, &noop, NULL); /* glibc's reserved ones refuse: they are not sent to us */
     /* Only stdio stays open: the error pipe reaches the shim through the child alone now (it
      * closes at the child's execve, or carries its exec error), and no other fd of the shim's
-     * (its pidfd, ...) may stay within the container's reach. */
-    syscall(SYS_close_range, 3U, ~0U, 0U); /* `ready` too: the command may start */
+     * (its pidfd, ...) may stay within the container's reach. Last, as it lets the command start. */
+    syscall(SYS_close_range, 3U, ~0U, 0U); /* `ready` too */
     g_errpipe = -1;
     for (;;) {
         siginfo_t si;

@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -564,3 +565,22 @@ def test_init_forwards_the_stop_signal_reaps_and_passes_exit_codes_through(rt, u
     with pytest.raises(StartFailed) as failed:
         rt.start(rt.create(ContainerSpec(image="busybox", cmd=["nosuch"], init=True, network_mode="none")).id)
     assert failed.value.exit_code == 127 and "executable file not found" in str(failed.value)
+
+
+def test_stop_skips_the_grace_only_when_the_kernel_dropped_the_stop_signal(rt, unique):
+    """busybox `sleep` as pid 1 has no SIGTERM handler, so the kernel drops the stop signal: `stop`
+    goes on to SIGKILL instead of waiting out a 600 s grace period (137). A process that catches
+    the signal still gets its grace and ends through its handler (3)."""
+    c = rt.create(ContainerSpec(image="busybox", cmd=["sleep", "1000"], network_mode="none", stop_timeout=600))
+    rt.start(c.id)
+    stopping = threading.Thread(target=rt.stop, args=(c.id,), daemon=True)
+    stopping.start()
+    stopping.join(120)
+    assert not stopping.is_alive(), "stop waited for a signal the kernel had dropped"
+    assert rt.get(c.id).exit_code == 137
+    trap = rt.create(ContainerSpec(image="busybox", network_mode="none", stop_timeout=600,
+                                   cmd=["sh", "-c", "trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done"]))
+    rt.start(trap.id)
+    wait_for(lambda: any(e.data == b"ready\n" for e in rt.logs(trap.id)))
+    rt.stop(trap.id)
+    assert rt.get(trap.id).exit_code == 3
