@@ -156,6 +156,8 @@ class ShimConfig:
                 raise ValueError("netns: joining a network namespace excludes 'net' from namespaces")
             if self.hostname and "uts" not in self.namespaces:
                 raise ValueError("hostname: needs the uts namespace (it would rename the host)")
+        elif self.init:
+            raise ValueError("init: an exec runs under the container's init, it cannot have one of its own")
         if self.upperdir and not self.workdir:
             raise ValueError("workdir: an overlay upperdir needs a workdir on the same filesystem")
         for ns in self.namespaces:

@@ -159,6 +159,8 @@ def validate_spec(spec: ContainerSpec) -> None:
     if spec.stop_timeout < 0:
         raise InvalidArgument("stop timeout must not be negative")
     parse_signal(spec.stop_signal)
+    if not isinstance(spec.init, bool):
+        raise InvalidArgument(f"init must be true or false, got {spec.init!r}")
     validate_restart_policy(spec.restart_policy, spec.auto_remove)
     seen: set[str] = set()
     for m in spec.mounts:

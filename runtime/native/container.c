@@ -647,21 +647,34 @@ static void run_as_init(int tty) {
     for (size_t i = 0; i < sizeof faults / sizeof faults[0]; i++)
         sigdelset(&all, faults[i]);
     sigprocmask(SIG_SETMASK, &all, &old);
+    /* Named before the fork (the command's execve replaces the child's copy), and the command
+     * starts only once the init holds nothing but stdio: the child waits for EOF on `ready`,
+     * whose write end the init's close_range closes. So neither `top` nor the command itself
+     * can ever see the shim's command line or fds in pid 1. */
+    set_cmdline("flotilla-init"); /* not the shim's command line with the bundle's host path */
+    prctl(PR_SET_NAME, "flotilla-init", 0, 0, 0);
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0)
+        DIE_ERRNO("pipe%s", "");
+    pid_t init = getpid();
     pid_t child = fork();
     if (child < 0)
         DIE_ERRNO("fork the command under the init%s", "");
     if (child == 0) {
+        /* Dies with its init, as the init with its shim (fork cleared the setting for the child). */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != init)
+            _exit(EXIT_SETUP);
+        close(ready[1]);
+        char byte;
+        while (read(ready[0], &byte, 1) < 0 && errno == EINTR)
+            ;
+        close(ready[0]);
         setpgid(0, 0);
         if (tty)
             (void)tcsetpgrp(0, getpid()); /* SIGTTOU is blocked here: no stop for a background caller */
         sigprocmask(SIG_SETMASK, &old, NULL);
         return;
     }
-    /* Only stdio stays open: the error pipe reaches the shim through the child alone now (it
-     * closes at the child's execve, or carries its exec error), and no other fd of the shim's
-     * (its pidfd, ...) may stay within the container's reach. */
-    syscall(SYS_close_range, 3U, ~0U, 0U);
-    g_errpipe = -1;
     /* Handlers that never run (every such signal is blocked and taken by sigwaitinfo) but make the
      * signals "caught": while the init waits in sigwaitinfo, /proc shows them unblocked, and the
      * runtime decides from SigCgt/SigBlk whether a stop signal reached the init (kernel.takes_signal). */
@@ -670,8 +683,11 @@ static void run_as_init(int tty) {
     for (int s = 1; s <= 64; s++)
         if (sigismember(&all, s))
             (void)sigaction(s, &noop, NULL); /* glibc's reserved ones refuse: they are not sent to us */
-    set_cmdline("flotilla-init"); /* not the shim's command line with the bundle's host path */
-    prctl(PR_SET_NAME, "flotilla-init", 0, 0, 0);
+    /* Only stdio stays open: the error pipe reaches the shim through the child alone now (it
+     * closes at the child's execve, or carries its exec error), and no other fd of the shim's
+     * (its pidfd, ...) may stay within the container's reach. Last, as it lets the command start. */
+    syscall(SYS_close_range, 3U, ~0U, 0U); /* `ready` too */
+    g_errpipe = -1;
     for (;;) {
         siginfo_t si;
         int sig = sigwaitinfo(&all, &si);

@@ -61,11 +61,12 @@ def test_kill_reaches_the_command_and_sigkill_ends_the_container(rt):  # noqa: F
 
 def test_orphaned_zombies_are_reaped(rt):  # noqa: F811
     # The shell's child forks `sleep` and exits: the orphan is re-parented to the init (pid 1),
-    # which never started it and must still reap it when it ends, or it stays a zombie.
-    script = ("sh -c 'sleep 0.2 & exit 0'; sleep 1; "
-              "grep -l '^State:.*Z' /proc/[0-9]*/status | wc -l")
+    # which never started it and must still reap it once it ends, or it stays a zombie ("Z").
+    script = ("sh -c 'sleep 0.2 & echo $! > /tmp/orphan'; p=$(cat /tmp/orphan); i=0; "
+              "while [ -e /proc/$p ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; "
+              "if [ -e /proc/$p ]; then grep State /proc/$p/status; else echo reaped; fi")
     out, code = run(rt, "sh", "-c", script, init=True)
-    assert code == 0 and out.split() == ["0"], out
+    assert code == 0 and out.strip() == "reaped", out
 
 
 def test_a_failing_exec_still_reports_127(rt):  # noqa: F811
@@ -74,3 +75,11 @@ def test_a_failing_exec_still_reports_127(rt):  # noqa: F811
         rt.start(c.id)
     assert info.value.exit_code == 127
     assert rt.get(c.id).exit_code == 127
+
+
+def test_with_a_tty_the_command_is_the_foreground_process_group(rt):  # noqa: F811
+    # /proc/self/stat of the command: pid, pgrp (5th field) and the tty's foreground group (8th).
+    out, code = run(rt, "sh", "-c", "cut -d' ' -f1,5,8 /proc/$$/stat", tty=True, init=True)
+    assert code == 0, out
+    pid, pgrp, tpgid = out.split()
+    assert pid == pgrp == tpgid and pid != "1", out

@@ -92,6 +92,13 @@ def test_exec_config_sets_up_nothing_of_its_own():
     assert not [k for k, _ in d if k in ("masked", "readonly_path", "rootfs")]
 
 
+def test_init_is_a_flag_of_containers_only():
+    assert ("init", "1") in records(container(init=True).encode())
+    assert "init" not in dict(records(container().encode()))
+    with pytest.raises(ValueError, match="init: an exec runs under the container's init"):
+        ShimConfig.for_exec(42, ["sh"], init=True).encode()
+
+
 def test_unknown_field_is_an_error():
     with pytest.raises(TypeError):
         ShimConfig(args=["x"], capabilities=[1])  # type: ignore[call-arg]
