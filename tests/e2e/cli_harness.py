@@ -141,12 +141,20 @@ class Agent:
             if network.name not in ("bridge", "host", "none"):  # user networks outlive their containers
                 stub.RemoveNetwork(pb.NetworkRef(ref=network.id), timeout=30)
 
+    def netns_dir(self) -> str:
+        """Where this agent's network instance bind-mounts its containers' namespaces (/run/flotilla/netns-<hash>/)."""
+        from flotilla.runtime.netwiring import instance_for
+        from flotilla.runtime.network.names import Names
+
+        return str(Names(instance_for(self.cgroup_parent)).netns_dir) + "/"
+
     def leaks(self) -> list[str]:
-        """Mounts, container cgroups and processes of this agent still present."""
+        """Mounts (in the state root or the network instance's netns dir), container cgroups and
+        processes of this agent still present."""
         found = []
-        state = str(self.root)
+        state, netns = str(self.root), self.netns_dir()
         with open("/proc/self/mountinfo") as f:
-            found += [f"mount: {line.strip()}" for line in f if state in line]
+            found += [f"mount: {line.strip()}" for line in f if state in line or netns in line]
         for parent in CGROUP_ROOT.glob(f"*/{self.cgroup_parent}"):
             found += [f"cgroup: {child}" for child in parent.iterdir() if child.is_dir()]
         agent_pid = self.proc.pid if self.proc and self.proc.poll() is None else None

@@ -77,8 +77,9 @@ class AgentProc(Agent):
 
     def leaks(self) -> list[str]:
         found = []
+        netns = self.netns_dir()
         with open("/proc/self/mountinfo") as f:
-            found += [f"mount: {line.strip()}" for line in f if str(self.root) in line]
+            found += [f"mount: {line.strip()}" for line in f if str(self.root) in line or netns in line]
         for parent in CGROUP_ROOT.glob(f"*/{self.cgroup_parent}"):
             found.append(f"cgroup: {parent}")
         return found
