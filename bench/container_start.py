@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from private_dockerd import DockerEngine, PrivateDockerd  # noqa: E402
+from private_dockerd import DockerEngine, PrivateDockerd, host_docker  # noqa: E402
 CONTAINERD_SHIM_RSS_MB = 13.0
 DOCKER_MEASURED_MS = 224.0  # `docker run --rm --network none` on this machine (issue 2), when no engine runs now
 SHIMS = 20
@@ -182,13 +182,6 @@ def runc_bundle(tmp: Path, tar: Path) -> Path:
     config["process"]["args"] = ["/bin/true"]
     (bundle / "config.json").write_text(json.dumps(config))  # runc spec's default: a new, empty netns
     return bundle
-
-
-def host_docker() -> DockerEngine | None:
-    """The engine that answers `docker info` (DOCKER_HOST or the default socket), if any."""
-    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return None
-    return DockerEngine(Path(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")))
 
 
 def docker_run_rm(engine: DockerEngine, tar: Path, suffix: str, runs: int) -> float:

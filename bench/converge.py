@@ -49,7 +49,7 @@ from flotilla.proto import runtime_pb2 as rpb  # noqa: E402
 from flotilla.proto import runtime_pb2_grpc as rgrpc  # noqa: E402
 from flotilla.swarmd.allinone import free_port  # noqa: E402
 from flotilla.swarmd.busybox_image import write_busybox_tar  # noqa: E402
-from private_dockerd import DockerEngine, PrivateDockerd  # noqa: E402
+from private_dockerd import DockerEngine, PrivateDockerd, host_docker  # noqa: E402
 
 REFERENCE = {"create": (50, 16.2), "scale": (50, 16.6), "remove": (100, 20.2)}  # Docker, measured here before
 IMAGE = "busybox:latest"
@@ -298,14 +298,6 @@ def docker_run(engine: DockerEngine, n: int, tar: Path, suffix: str, init: bool)
         engine.docker("swarm", "leave", "--force", check=False)
         engine.docker("image", "rm", image, check=False)
     return out
-
-
-def host_docker() -> DockerEngine | None:
-    """The engine that answers `docker info` (DOCKER_HOST or the default socket), if any."""
-    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        return None
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    return DockerEngine(Path(host.removeprefix("unix://")))
 
 
 def measure_docker(n: int, tar: Path, tmp: Path, suffix: str, mode: str, init: bool) -> dict[str, object] | None:

@@ -176,6 +176,13 @@ class DockerEngine:
         return [pid for pid in _pids() if "containerd-shim" in _cmdline(pid)]
 
 
+def host_docker() -> DockerEngine | None:
+    """The engine that answers `docker info` (DOCKER_HOST or the default socket), if any."""
+    if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        return None
+    return DockerEngine(Path(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")))
+
+
 class PrivateDockerd(DockerEngine):
     """dockerd + its containerd under `tmp`, torn down completely by `close()`."""
 

@@ -35,7 +35,7 @@ def dockerd_available() -> bool:
     return shutil.which("dockerd") is not None and shutil.which("docker") is not None
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     """Direct children of `pid` (Go forks from any thread, so every task's list is read)."""
     out = []
     try:
@@ -46,7 +46,7 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
@@ -110,7 +110,7 @@ def private_dockerd(suffix: str, timeout: float = 60.0) -> Iterator[DockerEngine
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"private dockerd did not come up: {(root / 'dockerd.log').read_text()[-2000:]}")
             time.sleep(0.1)
-        engine.containerd = next((p for p in _children(proc.pid) if b"containerd" in _cmdline(p)), None)
+        engine.containerd = next((p for p in children(proc.pid) if b"containerd" in _cmdline(p)), None)
         yield engine
     finally:
         _stop(engine)
@@ -134,10 +134,10 @@ def _stop(engine: DockerEngine) -> None:
             proc.kill()
             proc.wait()
     for pid in [engine.containerd] if engine.containerd else []:
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
         for _ in range(250):
-            if not _alive(pid):
+            if not alive(pid):
                 break
             time.sleep(0.02)
     for point in reversed(_mounts_below(str(engine.root) + "/")):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cli_harness import BIN, Agent, wait_for
+from docker_engine import alive, children
 from flotilla.swarmd import quickstart
 
 pytestmark = pytest.mark.root
@@ -56,20 +57,6 @@ def test_quickstart_starts_agent_runs_demo_and_stops(tmp_path, unique):
     assert not agent.leaks()
 
 
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        out += [int(p) for p in (task / "children").read_text().split()]
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_all_in_one_children_die_with_it_on_kill_9(tmp_path, unique):
     """etcd, manager and agent are started wrapped in `setpriv --pdeathsig`: a kill -9 of all-in-one
     takes all three down (no Python runs between fork and exec, so a threaded parent cannot hang them)."""
@@ -77,15 +64,15 @@ def test_all_in_one_children_die_with_it_on_kill_9(tmp_path, unique):
     parent = f"flotilla-test-{unique}"
     pid = quickstart.start_agent(root, str(sock), parent, str(control), f"127.0.0.1:{free_port()}")
     try:
-        parts = _children(pid)
+        parts = children(pid)
         assert len(parts) == 3, [Path(f"/proc/{p}/cmdline").read_bytes() for p in parts]  # etcd, manager, agent
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     try:
-        wait_for(lambda: not any(_alive(p) for p in parts), 30, what="all-in-one's parts to exit")
+        wait_for(lambda: not any(alive(p) for p in parts), 30, what="all-in-one's parts to exit")
     finally:
-        for part in filter(_alive, parts):  # only when the test fails: leave nothing running
+        for part in filter(alive, parts):  # only when the test fails: leave nothing running
             os.kill(part, signal.SIGKILL)
     agent = Agent(tmp_path, unique)
     agent.root, agent.cgroup_parent = root, parent
